@@ -1,0 +1,169 @@
+"""The `seqtune` command: parses arguments and calls the library. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from seqtune.errors import SeqtuneError
+
+# Flag -> config key. Values given as flags become ``key=value`` overrides applied after --config.
+TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
+    "--model": ("model.name", str, "model alias (minilm), local folder or hub id"),
+    "--max-length": ("model.max_length", int, "truncate inputs to this many tokens"),
+    "--data-dir": ("data.data_dir", str, "local GLUE folder (<dir>/MRPC/train.tsv ...)"),
+    "--train-file": ("data.train_file", str, "own data: training file (csv, tsv, jsonl, parquet)"),
+    "--validation-file": ("data.validation_file", str, "own data: validation file"),
+    "--test-file": ("data.test_file", str, "own data: test file"),
+    "--text-column": ("data.text_column", str, "own data: text column"),
+    "--text-pair-column": ("data.text_pair_column", str, "own data: second text column for pairs"),
+    "--label-column": ("data.label_column", str, "own data: label column"),
+    "--problem-type": ("data.problem_type", str, "auto, single_label, multi_label or regression"),
+    "--label-delimiter": ("data.label_delimiter", str, "multi-label: separator inside a label string"),
+    "--max-train-samples": ("data.max_train_samples", int, "use only the first N training rows"),
+    "--max-eval-samples": ("data.max_eval_samples", int, "use only the first N evaluation rows"),
+    "--epochs": ("train.epochs", float, "passes over the training data"),
+    "--batch-size": ("train.batch_size", int, "examples per optimizer step per device"),
+    "--lr": ("train.lr", float, "peak learning rate"),
+    "--grad-accum": ("train.grad_accum", int, "micro-batches per optimizer step"),
+    "--precision": ("train.precision", str, "auto, bf16 or fp32"),
+    "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
+    "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
+    "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),
+    "--output": ("output", str, "run folder (default runs/<task>-<time>)"),
+    "--seed": ("seed", int, "random seed"),
+    "--resume-from": ("resume_from", str, "checkpoint folder to continue from"),
+}
+SWITCHES = {
+    "--multi-label": ("data.problem_type", "multi_label", "own data: several labels per row"),
+    "--regression": ("data.problem_type", "regression", "own data: numeric targets"),
+    "--from-scratch": ("model.from_scratch", True, "random weights from the model's config"),
+    "--class-weights": ("train.class_weights", True, "weight the loss by inverse class frequency"),
+    "--no-group-by-length": ("train.group_by_length", False, "plain shuffled batches"),
+    "--fixed-length": ("train.fixed_length", True, "pad every batch to max_length"),
+    "--overwrite": ("overwrite", True, "replace a non-empty run folder"),
+    "--resume": ("resume", True, "continue the run in --output from its latest checkpoint"),
+    "--quiet": ("quiet", True, "no progress bars, only the summary line"),
+}
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune a model", description="Fine-tune on a GLUE task or your own data.")
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="TASK | key=value",
+        help="a GLUE task name (mrpc, sst2, ...) and/or config overrides like train.batch_size=32",
+    )
+    p.add_argument("--config", help="YAML config file")
+    for flag, (_, typ, text) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, help=text)
+    for flag, (_, _, text) in SWITCHES.items():
+        p.add_argument(flag, action="store_true", help=text)
+
+
+def _add_use(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="re-evaluate a saved run on its task's dev data")
+    p.add_argument("run_dir")
+    p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
+    p.add_argument("--max-eval-samples", type=int)
+    p = sub.add_parser("predict", help="predict with a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--text", action="append", help="text to classify (repeatable)")
+    p.add_argument("--text-pair", action="append", help="second text of a pair (repeatable)")
+    p.add_argument("--input", help="file to predict (csv, tsv, jsonl, parquet)")
+    p.add_argument("--output", help="where --input predictions go (JSON lines)")
+    p.add_argument("--split", help="a GLUE split to predict, e.g. test")
+    p.add_argument("--glue-submission", metavar="DIR", help="write GLUE leaderboard TSVs for --split test here")
+    p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqtune",
+        description="Fine-tune transformer encoders on text "
+        "classification: GLUE tasks by name or your own data. Offline-first.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_use(sub)
+    return parser
+
+
+def train_overrides(ns: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The CLI's train arguments as (task, overrides) in the order they apply."""
+    task, overrides = None, []
+    for item in ns.args:
+        if "=" in item:
+            overrides.append(item)
+        elif task is None:
+            task = item
+        else:
+            raise SeqtuneError(f"unexpected argument '{item}': give one task name, then key=value overrides")
+    if task is not None:
+        overrides.insert(0, f"task={task}")
+    for flag, (key, _, _) in TRAIN_FLAGS.items():
+        value = getattr(ns, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            # ensure_ascii=False: YAML reads JSON's \ud83d\ude00 escapes as two lone surrogates, not one emoji.
+            overrides.append(f"{key}={json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value}")
+    for flag, (key, value, _) in SWITCHES.items():
+        if getattr(ns, flag.lstrip("-").replace("-", "_")):
+            overrides.append(f"{key}={json.dumps(value)}")
+    return task, overrides
+
+
+def _run(ns: argparse.Namespace) -> int:
+    if ns.command == "train":
+        from seqtune.config import load_config
+        from seqtune.training import train
+
+        _, overrides = train_overrides(ns)
+        result = train(load_config(ns.config, overrides))
+        return 0 if result.completed else 0
+    from seqtune import predict as P
+
+    if ns.command == "eval":
+        print(json.dumps(P.evaluate_run(ns.run_dir, ns.data_dir, ns.max_eval_samples), indent=1))
+        return 0
+    modes = [m for m in ("text", "input", "split") if getattr(ns, m)]
+    if len(modes) != 1:
+        raise SeqtuneError("predict needs exactly one of --text, --input FILE or --split test")
+    if ns.text:
+        print(json.dumps(P.predict(ns.run_dir, ns.text, ns.text_pair), indent=1))
+    elif ns.input:
+        if not ns.output:
+            raise SeqtuneError("--input needs --output FILE (JSON lines are written there)")
+        n = P.predict_file(ns.run_dir, ns.input, ns.output)
+        print(f"wrote {n} predictions to {ns.output}")
+    else:
+        if not ns.glue_submission:
+            raise SeqtuneError("--split needs --glue-submission DIR (where MRPC.tsv etc. are written)")
+        if ns.split != "test":
+            raise SeqtuneError(f"--split {ns.split}: GLUE submissions are made on the test split; pass --split test")
+        for path in P.glue_submission(ns.run_dir, ns.glue_submission, ns.data_dir):
+            print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `seqtune` console script; returns the exit code (2 for bad input)."""
+    ns = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    try:
+        return _run(ns)
+    except SeqtuneError as exc:
+        print(f"seqtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

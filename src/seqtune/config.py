@@ -1,0 +1,291 @@
+"""Typed run configuration: the YAML schema, the CLI's defaults and the record written into every run folder.
+
+Precedence: dataclass defaults < YAML file < ``key=value`` overrides (dotted, e.g. ``train.batch_size=32``).
+Unknown keys are errors, and `validate` reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from seqtune.errors import ConfigError, SeqtuneError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"
+    """Model alias (``minilm`` = the packaged all-MiniLM-L6-v2), a local folder, or a hub id."""
+    from_scratch: bool = False
+    """Build the architecture from its config with random weights instead of loading pretrained ones."""
+    max_length: int | None = None
+    """Truncate inputs to this many tokens; ``None`` = the model's own limit."""
+    trust_remote_code: bool = False
+    """Allow model repos to run their own Python code. Off unless you trust the source."""
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None
+    """Local GLUE folder (``<dir>/<TASK>/{train,dev,test}.tsv``); also read from env ``SEQTUNE_GLUE_DIR``."""
+    train_file: str | None = None
+    """Own data: training file (.csv, .tsv, .jsonl/.json, .parquet)."""
+    validation_file: str | None = None
+    """Own data: validation file; when absent, ``validation_fraction`` of the training file is held out."""
+    test_file: str | None = None
+    """Own data: file to predict on (labels optional)."""
+    text_column: str = "text"
+    """Own data: column holding the (first) text."""
+    text_pair_column: str | None = None
+    """Own data: column holding the second text of a sentence pair."""
+    label_column: str = "label"
+    """Own data: column holding the label (a name, a number, or for multi-label a list / delimited string)."""
+    problem_type: str = "auto"
+    """``auto``, ``single_label``, ``multi_label`` or ``regression``. ``auto``: lists -> multi-label,
+    non-integer numbers -> regression, anything else -> single-label."""
+    label_delimiter: str = ","
+    """Multi-label: separator when labels come as one string (``"billing,urgent"``)."""
+    validation_fraction: float = 0.1
+    """Own data without a validation file: share of the training rows held out (seeded, stratified when possible)."""
+    max_train_samples: int | None = None
+    """Use only the first N training rows (quick experiments, tests)."""
+    max_eval_samples: int | None = None
+    """Use only the first N rows of each evaluation split."""
+    cache_dir: str | None = None
+    """Where tokenized datasets are cached; default ``~/.cache/seqtune`` (env ``SEQTUNE_CACHE``)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    """Passes over the training data."""
+    batch_size: int = 32
+    """Examples per optimizer step per device (before gradient accumulation)."""
+    eval_batch_size: int = 128
+    """Examples per evaluation batch."""
+    lr: float = 1e-4
+    """Peak learning rate of AdamW (reached after warmup, then linear decay to 0)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    warmup_ratio: float = 0.1
+    """Share of optimizer steps spent warming the learning rate up from 0."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this; ``None`` turns clipping off."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast where the CPU/GPU supports it, else fp32), ``bf16`` or ``fp32``."""
+    eval_every: int = 0
+    """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of the task's selection metric."""
+    class_weights: bool = False
+    """Weight the loss by inverse class frequency (single-label classification)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (shuffled groups), so little compute goes to padding."""
+    pad_to_multiple_of: int | None = None
+    """Round each batch's padded length up to a multiple of this (8 suits tensor cores)."""
+    fixed_length: bool = False
+    """Pad every batch to ``max_length`` (static shapes for accelerators that want them)."""
+    keep_checkpoints: int = 1
+    """How many recent checkpoints (for resume) to keep besides the best model."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides ``epochs`` for the schedule)."""
+    log_every: int = 10
+    """Write a line to ``train_log.jsonl`` every N optimizer steps."""
+    num_threads: int | None = None
+    """Torch intra-op threads on CPU; ``None`` = torch's default (all cores)."""
+
+
+@dataclass
+class RunConfig:
+    task: str | None = None
+    """A GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli); ``None`` for own data."""
+    output: str | None = None
+    """Run folder; default ``runs/<task>-<timestamp>``."""
+    overwrite: bool = False
+    """Allow writing into a non-empty run folder."""
+    seed: int = 42
+    """Seed for weights of new heads, data order and dropout."""
+    quiet: bool = False
+    """No progress bars; only the final summary line."""
+    resume: bool = False
+    """Continue the run in ``output`` from its latest checkpoint."""
+    resume_from: str | None = None
+    """Continue from this checkpoint folder."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str, problems: list[str]) -> Any:
+    """Check a YAML/override value against a field's annotation; ints are accepted for floats."""
+    text = str(annotation)
+    if value is None:
+        if "None" in text:
+            return None
+        problems.append(f"{key}: expected a value, found null")
+        return value
+    if annotation is bool or text.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif "float" in text:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "3e-5" (no dot) as a string, in files and overrides alike; users mean a number.
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)
+    elif "int" in text:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif "str" in text:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - every field has one of the types above
+        return value
+    expected = text.replace("<class '", "").replace("'>", "")
+    problems.append(f"{key}: expected {expected}, found {value!r}")
+    return value
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str, problems: list[str]) -> None:
+    hints = _field_types(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            problems.append(f"unknown key '{full}'{hint}")
+            continue
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                problems.append(f"{full}: expected a mapping of settings, found {value!r}")
+                continue
+            _apply(current, value, f"{full}.", problems)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, problems))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.lr=3e-5", "seed=1"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError([f"override '{item}': expected key=value, e.g. train.batch_size=32"])
+        key, raw = item.split("=", 1)
+        # Numbers like "3e-5" stay strings here and become floats in `_coerce`, so only float fields convert them
+        # (--output 2024 or --text-column 1e5 stay the strings the user typed).
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    [
+                        f"override '{item}': '{part}' was already set to a single value; "
+                        f"give either '{part}=...' or '{part}.<key>=...'"
+                    ]
+                )
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Build a `RunConfig` from defaults, an optional YAML file and ``key=value`` overrides, then validate it.
+
+    Example:
+        >>> cfg = load_config(None, ["task=mrpc", "train.batch_size=16"])
+        >>> cfg.train.batch_size
+        16
+    """
+    cfg = RunConfig()
+    problems: list[str] = []
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise SeqtuneError(f"config file {p} not found: pass the path of a YAML file such as configs/mrpc.yaml")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" line {line + 1}" if line is not None else ""
+            raise SeqtuneError(f"{p}{where}: not valid YAML; fix the syntax ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(values, dict):
+            raise SeqtuneError(f"{p}: expected a mapping of settings at the top level, found {type(values).__name__}")
+        _apply(cfg, values, "", problems)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides), "", problems)
+    problems += validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> list[str]:
+    """Every problem with a config, as messages; empty when it is usable."""
+    problems: list[str] = []
+    t, d = cfg.train, cfg.data
+    if cfg.task is None and d.train_file is None and not cfg.resume and cfg.resume_from is None:
+        problems.append("nothing to train on: give a GLUE task name (e.g. mrpc) or --train-file")
+    if cfg.task is not None and d.train_file is not None:
+        problems.append("give either a GLUE task or --train-file, not both")
+    positive = {
+        "train.batch_size": t.batch_size,
+        "train.eval_batch_size": t.eval_batch_size,
+        "train.grad_accum": t.grad_accum,
+        "train.log_every": t.log_every,
+        "train.keep_checkpoints": t.keep_checkpoints,
+    }
+    for key, value in positive.items():
+        if isinstance(value, int) and value < 1:
+            problems.append(f"{key}: expected an integer >= 1, found {value}")
+    if isinstance(t.lr, float) and not t.lr > 0:
+        problems.append(f"train.lr: expected a positive number, found {t.lr}")
+    if isinstance(t.epochs, float) and not t.epochs > 0:
+        problems.append(f"train.epochs: expected a positive number, found {t.epochs}")
+    if isinstance(t.warmup_ratio, float) and not 0 <= t.warmup_ratio < 1:
+        problems.append(f"train.warmup_ratio: expected a number in [0, 1), found {t.warmup_ratio}")
+    if isinstance(d.validation_fraction, float) and not 0 < d.validation_fraction < 1:
+        problems.append(f"data.validation_fraction: expected a number in (0, 1), found {d.validation_fraction}")
+    if t.precision not in PRECISIONS:
+        problems.append(f"train.precision: expected one of {', '.join(PRECISIONS)}, found '{t.precision}'")
+    if d.problem_type not in PROBLEM_TYPES:
+        problems.append(f"data.problem_type: expected one of {', '.join(PROBLEM_TYPES)}, found '{d.problem_type}'")
+    for key, value in {
+        "train.max_steps": t.max_steps,
+        "train.early_stopping_patience": t.early_stopping_patience,
+        "train.pad_to_multiple_of": t.pad_to_multiple_of,
+        "train.num_threads": t.num_threads,
+        "model.max_length": cfg.model.max_length,
+        "data.max_train_samples": d.max_train_samples,
+        "data.max_eval_samples": d.max_eval_samples,
+    }.items():
+        if isinstance(value, int) and value < 1:
+            problems.append(f"{key}: expected an integer >= 1 or null, found {value}")
+    if isinstance(t.eval_every, int) and t.eval_every < 0:
+        problems.append(f"train.eval_every: expected 0 (every epoch) or a positive step count, found {t.eval_every}")
+    return problems

@@ -1,0 +1,141 @@
+"""Tokenize a raw DatasetDict with ``Dataset.map(batched=True)``, cached on disk by content fingerprint.
+
+Output columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer makes them),
+``labels`` (int, float, or a multi-hot float list) and ``length`` (tokens, used for batching and stats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import DatasetDict, Sequence, Value, load_from_disk
+from transformers import PreTrainedTokenizerBase
+
+from seqtune.progress import hf_progress
+from seqtune.tasks import TaskSpec
+
+ENCODING_VERSION = 1  # bump when the tokenized layout changes, so old caches are not reused
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SEQTUNE_CACHE", Path.home() / ".cache" / "seqtune"))
+
+
+def _fingerprint(dd: DatasetDict, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
+    """Same raw data + same tokenizer + same settings -> same key. `datasets` fingerprints in-memory tables
+    by content, and the tokenizer is identified by its full serialized vocabulary and settings."""
+    h = hashlib.sha256()
+    h.update(
+        json.dumps([ENCODING_VERSION, task.text_columns, task.problem_type, task.label_names, max_length]).encode()
+    )
+    for split, ds in sorted(dd.items()):
+        h.update(f"{split}:{ds._fingerprint}:{len(ds)}".encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode())
+    h.update(type(tokenizer).__name__.encode())
+    return h.hexdigest()[:20]
+
+
+def _encode_fn(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    num_labels = task.num_labels
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = [batch[c] for c in task.text_columns]
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        if task.is_multi_label:
+            hot = np.zeros((len(batch["label"]), num_labels), dtype=np.float32)
+            for row, ids in enumerate(batch["label"]):
+                hot[row, ids] = 1.0
+            enc["labels"] = hot.tolist()
+        else:
+            enc["labels"] = batch["label"]
+        return enc
+
+    return encode
+
+
+def tokenize(
+    dd: DatasetDict,
+    task: TaskSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> DatasetDict:
+    """Tokenize every split (pairs give ``token_type_ids``); reuse the on-disk copy when nothing changed.
+
+    Example:
+        >>> encoded = tokenize(load_glue(task, "../shared/glue"), task, tokenizer, 512)  # doctest: +SKIP
+        >>> encoded["train"].column_names
+        ['input_ids', 'token_type_ids', 'attention_mask', 'length', 'labels']
+    """
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = root / "tokenized" / _fingerprint(dd, task, tokenizer, max_length)
+    if (target / "dataset_dict.json").is_file():
+        with hf_progress(False):
+            return load_from_disk(str(target))
+    encode = _encode_fn(task, tokenizer, max_length)
+    out = DatasetDict()
+    with hf_progress(show_progress):
+        for split, ds in dd.items():
+            out[split] = ds.map(
+                encode,
+                batched=True,
+                batch_size=1000,
+                remove_columns=[c for c in ds.column_names if c != "idx"],
+                desc=f"Tokenizing {split}",
+                # The result is cached below as a whole; datasets' own per-map cache of in-memory data is unwanted.
+                keep_in_memory=True,
+            )
+            if task.is_regression:
+                out[split] = out[split].cast_column("labels", Value("float32"))
+            elif task.is_multi_label:
+                out[split] = out[split].cast_column("labels", Sequence(Value("float32")))
+    # Write to a temp folder and rename, so a crash never leaves a half-written cache entry behind.
+    tmp: Path | None = None
+    with hf_progress(False):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+            out.save_to_disk(str(tmp))
+            os.replace(tmp, target)
+        except OSError:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or the disk is full
+            return out
+        return load_from_disk(str(target))
+
+
+@dataclass
+class LengthProfile:
+    p50: int
+    p95: int
+    max: int
+    truncated_share: float
+    max_length: int
+
+    def __str__(self) -> str:
+        return (
+            f"tokens per example: p50 {self.p50}, p95 {self.p95}, max {self.max}; "
+            f"{self.truncated_share:.1%} cut at max_length {self.max_length}"
+        )
+
+
+def length_profile(lengths: list[int] | np.ndarray, max_length: int) -> LengthProfile:
+    """Token-length percentiles and the share of examples that hit ``max_length`` (were truncated)."""
+    arr = np.asarray(lengths)
+    return LengthProfile(
+        p50=int(np.percentile(arr, 50)),
+        p95=int(np.percentile(arr, 95)),
+        max=int(arr.max()),
+        truncated_share=float((arr >= max_length).mean()),
+        max_length=max_length,
+    )

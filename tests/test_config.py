@@ -1,0 +1,197 @@
+"""Tests for seqtune.config: defaults, YAML + overrides, type checks, every problem at once, shipped configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from seqtune.config import RunConfig, load_config, parse_overrides
+from seqtune.errors import ConfigError, SeqtuneError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _raises(fragment: str, exc: type[Exception] = SeqtuneError):
+    return pytest.raises(exc, match=re.escape(fragment))
+
+
+def test_defaults():
+    cfg = load_config(None, ["task=mrpc"])
+    assert cfg.task == "mrpc"
+    assert cfg.model.name == "minilm"
+    assert cfg.train.batch_size == 32
+    assert cfg.train.lr == 1e-4
+    assert cfg.train.epochs == 3.0
+    assert cfg.data.text_column == "text"
+    assert cfg.seed == 42
+    assert cfg.overwrite is False
+
+
+def test_yaml_then_overrides_override_wins(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("task: mrpc\nseed: 7\ntrain:\n  batch_size: 16\n  lr: 2.0e-5\nmodel:\n  max_length: 64\n")
+    cfg = load_config(path, ["train.batch_size=8", "model.name=/some/folder"])
+    assert cfg.train.batch_size == 8  # the override wins over the file
+    assert cfg.train.lr == 2e-5  # from the file
+    assert cfg.seed == 7
+    assert cfg.model.max_length == 64
+    assert cfg.model.name == "/some/folder"
+    assert cfg.train.epochs == 3.0  # untouched default
+
+
+@pytest.mark.parametrize("text", ["3e-5", "3E-5", "3.0e-5", "0.00003"])
+def test_scientific_notation_is_a_float(tmp_path, text):
+    cfg = load_config(None, ["task=mrpc", f"train.lr={text}"])
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == pytest.approx(3e-5)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"task: mrpc\ntrain:\n  lr: {text}\n")  # YAML 1.1 reads "3e-5" as a string
+    cfg = load_config(path)
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == pytest.approx(3e-5)
+
+
+def test_ints_accepted_for_float_fields(tmp_path):
+    cfg = load_config(None, ["task=mrpc", "train.epochs=2", "train.lr=1"])
+    assert cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+    assert isinstance(cfg.train.lr, float)
+    path = tmp_path / "c.yaml"
+    path.write_text("task: mrpc\ntrain:\n  epochs: 5\n")
+    assert load_config(path).train.epochs == 5.0
+
+
+def test_numeric_looking_strings_stay_strings():
+    cfg = load_config(None, ["task=mrpc", 'output="2024"', "data.text_column=1e5"])
+    assert cfg.output == "2024"
+    assert cfg.data.text_column == "1e5"
+
+
+def test_bool_and_null_overrides():
+    cfg = load_config(None, ["task=mrpc", "overwrite=true", "train.max_grad_norm=null", "model.max_length=128"])
+    assert cfg.overwrite is True
+    assert cfg.train.max_grad_norm is None
+    assert cfg.model.max_length == 128
+
+
+def test_unknown_key_suggests_the_right_one():
+    with _raises("unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)", ConfigError):
+        load_config(None, ["task=mrpc", "train.batch_szie=3"])
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: mrpc\nmodle:\n  name: minilm\n")
+    with _raises("unknown key 'modle' (did you mean 'model'?)", ConfigError):
+        load_config(path)
+
+
+def test_wrong_type_names_the_key():
+    with _raises("train.batch_size: expected int, found 'abc'", ConfigError):
+        load_config(None, ["task=mrpc", "train.batch_size=abc"])
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.lr=fast", "train.lr: expected float, found 'fast'"),
+        ("train.eval_every=abc", "train.eval_every: expected int, found 'abc'"),
+        ("overwrite=maybe", "overwrite: expected bool, found 'maybe'"),
+        ("train.batch_size=0", "train.batch_size: expected an integer >= 1, found 0"),
+        ("train.precision=fp16", "train.precision: expected one of auto, bf16, fp32, found 'fp16'"),
+        ("train=3", "train: expected a mapping of settings, found 3"),
+        ("seed=null", "seed: expected a value, found null"),
+    ],
+)
+def test_bad_values_name_the_key(override, fragment):
+    with _raises(fragment, ConfigError):
+        load_config(None, ["task=mrpc", override])
+
+
+def test_every_problem_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["task=mrpc", "train.batch_szie=3", "train.lr=abc", "seed=x"])
+    message = str(info.value)
+    assert "train.batch_szie" in message
+    assert "train.lr: expected float" in message
+    assert "seed: expected int" in message
+    assert len(info.value.problems) == 3
+
+
+def test_override_needs_key_value():
+    with _raises("override 'train.lr': expected key=value", ConfigError):
+        parse_overrides(["train.lr"])
+
+
+def test_conflicting_overrides_are_an_error_not_a_crash():
+    with _raises("override 'train.lr=1': 'train' was already set to a single value", ConfigError):
+        load_config(None, ["task=mrpc", "train=3", "train.lr=1"])
+
+
+def test_nothing_to_train_on():
+    with _raises("nothing to train on: give a GLUE task name", ConfigError):
+        load_config(None, [])
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("task: mrpc\ntrain:\n  lr: [1\n  batch_size: 2\n")
+    with _raises(f"{path} line 4: not valid YAML; fix the syntax"):
+        load_config(path)
+
+
+def test_yaml_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- task\n- mrpc\n")
+    with _raises(f"{path}: expected a mapping of settings at the top level, found list"):
+        load_config(path)
+
+
+def test_empty_yaml_file_means_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path, ["task=rte"]).train.batch_size == 32
+
+
+def test_missing_config_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with _raises(f"config file {path} not found: pass the path of a YAML file"):
+        load_config(path)
+
+
+def test_save_round_trips(tmp_path):
+    cfg = load_config(
+        None,
+        [
+            "data.train_file=tickets.csv",
+            "data.text_column=body",
+            "data.problem_type=multi_label",
+            "train.lr=3e-5",
+            "train.epochs=1.5",
+            "train.max_steps=7",
+            "train.max_grad_norm=null",
+            "model.max_length=64",
+            "seed=3",
+            "quiet=true",
+        ],
+    )
+    path = tmp_path / "config.yaml"
+    cfg.save(path)
+    again = load_config(path)
+    assert again == cfg
+    assert isinstance(again, RunConfig)
+    assert again.train.lr == 3e-5
+
+
+def test_default_config_round_trips(tmp_path):
+    cfg = load_config(None, ["task=sst2"])
+    cfg.save(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("path", SHIPPED or [None], ids=[p.name for p in SHIPPED] or ["none"])
+def test_every_shipped_config_loads(path):
+    if path is None:
+        pytest.skip("no configs/*.yaml shipped yet")
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)

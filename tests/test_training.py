@@ -1,0 +1,197 @@
+"""The training loop's promises: accumulation and resume equivalence, run folder, problem types end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_rows, write_csv
+from safetensors.torch import load_file
+
+from seqtune import load_config
+from seqtune.predict import evaluate_run, glue_submission, predict, predict_file
+from seqtune.training import train
+
+
+def _cfg(model: Path, out: Path, *extra: str):
+    return load_config(None, [f"model.name={model}", f"output={out}", "quiet=true", "model.max_length=32", *extra])
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "model.safetensors")
+
+
+def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
+
+
+def test_accumulation_equals_one_big_batch(tiny_model_dir, toy_csv, tmp_path):
+    """2 micro-batches of 8 == one batch of 16 (same examples, same step): same weights after training."""
+    common = (f"data.train_file={toy_csv}", "train.max_steps=3", "train.lr=1e-3", "train.warmup_ratio=0")
+    train(_cfg(tiny_model_dir, tmp_path / "accum", *common, "train.batch_size=8", "train.grad_accum=2"))
+    train(_cfg(tiny_model_dir, tmp_path / "big", *common, "train.batch_size=16", "train.grad_accum=1"))
+    _assert_same_weights(tmp_path / "accum", tmp_path / "big", atol=1e-6)
+    # and the run really trained: weights moved away from the starting point
+    start = load_file(tiny_model_dir / "model.safetensors")
+    moved = _weights(tmp_path / "big")["bert.encoder.layer.0.attention.self.query.weight"]
+    assert not torch.allclose(moved, start["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_resume_matches_uninterrupted_run(tiny_dropout_model_dir, toy_csv, tmp_path):
+    """Interrupt after 5 steps, resume, and end exactly where an uninterrupted run ends (dropout on)."""
+    common = (
+        f"data.train_file={toy_csv}",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "train.eval_every=4",
+        "train.lr=1e-3",
+    )
+    full = train(_cfg(tiny_dropout_model_dir, tmp_path / "full", *common))
+    assert full.completed
+    part = train(_cfg(tiny_dropout_model_dir, tmp_path / "resumed", *common), stop_after_steps=5)
+    assert not part.completed
+    assert not (tmp_path / "resumed" / "task.json").exists()  # not a finished run yet
+    resumed = train(_cfg(tiny_dropout_model_dir, tmp_path / "resumed", *common, "resume=true"))
+    assert resumed.completed
+    _assert_same_weights(tmp_path / "full", tmp_path / "resumed", atol=1e-6)
+    hist_full = json.loads((tmp_path / "full" / "metrics.json").read_text())["history"]
+    hist_resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in hist_full] == [h["step"] for h in hist_resumed] == [4, 8, 12, 16, 20, 22]
+    for a, b in zip(hist_full, hist_resumed, strict=True):
+        assert a["metrics"]["validation"] == pytest.approx(b["metrics"]["validation"], abs=1e-6)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged))  # no step logged twice across the interruption
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_model_dir, toy_csv, tmp_path):
+    from seqtune.errors import SeqtuneError
+
+    with pytest.raises(SeqtuneError, match="no checkpoint to resume from"):
+        train(_cfg(tiny_model_dir, tmp_path / "none", f"data.train_file={toy_csv}", "resume=true"))
+
+
+def test_run_folder_is_complete_and_loads_in_a_pipeline(tiny_model_dir, toy_csv, tmp_path):
+    from transformers import pipeline
+
+    out = tmp_path / "run"
+    result = train(_cfg(tiny_model_dir, out, f"data.train_file={toy_csv}", "train.epochs=2", "train.lr=1e-3"))
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "config.yaml",
+        "metrics.json",
+        "train_log.jsonl",
+        "README.md",
+        "task.json",
+    ):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoints").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2  # evaluated once per epoch
+    assert metrics["best"]["metrics"] == result.best["metrics"]
+    assert "| validation | accuracy |" in (out / "README.md").read_text()
+    clf = pipeline("text-classification", model=str(out), device=-1)
+    assert clf("a happy dog")[0]["label"] in {"neg", "pos"}  # real label names, not LABEL_0
+    # the config written into the run folder reloads
+    assert load_config(out / "config.yaml").data.train_file == str(toy_csv)
+
+
+def test_predict_api_and_file(tiny_model_dir, toy_csv, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(tiny_model_dir, out, f"data.train_file={toy_csv}", "train.epochs=1"))
+    [record] = predict(out, "the happy cat")
+    assert record["label"] in {"neg", "pos"}
+    assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert record["score"] == max(record["probabilities"].values())
+    many = predict(out, ["the happy cat", "a sad dog", "the happy cat"])
+    assert many[0] == many[2]  # batched, length-sorted inference keeps the input order
+    n = predict_file(out, toy_csv, tmp_path / "preds.jsonl")
+    lines = (tmp_path / "preds.jsonl").read_text().splitlines()
+    assert n == len(lines) == 96
+    assert json.loads(lines[0])["row"] == 0
+
+
+def test_multi_label_end_to_end(tiny_model_dir, tmp_path):
+    rows = []
+    for i, row in enumerate(make_rows(80)):
+        labels = ["billing"] if "happy" in row["text"] else ["tech"]
+        if i % 3 == 0:
+            labels.append("urgent")
+        rows.append({"body": row["text"], "tags": labels})
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    result = train(
+        _cfg(
+            tiny_model_dir,
+            out,
+            f"data.train_file={path}",
+            "data.text_column=body",
+            "data.label_column=tags",
+            "train.epochs=2",
+            "train.lr=1e-3",
+        )
+    )
+    assert set(result.best["metrics"]["validation"]) == {"f1_micro", "f1_macro", "exact_match"}
+    [record] = predict(out, "a happy cat")
+    assert set(record["probabilities"]) == {"billing", "tech", "urgent"}
+    assert set(record["labels"]) <= {"billing", "tech", "urgent"}
+
+
+def test_regression_end_to_end(tiny_model_dir, tmp_path):
+    rows = [
+        {"a": r["text"], "b": r["text2"], "score": 4.5 if "happy" in r["text"] else 0.5}
+        for r in make_rows(80, pair=True)
+    ]
+    path = write_csv(tmp_path / "sim.csv", rows)
+    out = tmp_path / "run"
+    result = train(
+        _cfg(
+            tiny_model_dir,
+            out,
+            f"data.train_file={path}",
+            "data.text_column=a",
+            "data.text_pair_column=b",
+            "data.label_column=score",
+            "train.epochs=2",
+            "train.lr=1e-3",
+        )
+    )
+    assert set(result.best["metrics"]["validation"]) == {"pearson", "spearmanr", "mse"}
+    [record] = predict(out, "a happy cat", "the dog")
+    assert isinstance(record["score"], float)
+
+
+def test_glue_run_eval_and_submission(tiny_model_dir, mini_glue, tmp_path):
+    out = tmp_path / "mrpc"
+    result = train(_cfg(tiny_model_dir, out, "task=mrpc", f"data.data_dir={mini_glue}", "train.epochs=1"))
+    assert set(result.best["metrics"]["validation"]) == {"accuracy", "f1", "combined_score"}
+    again = evaluate_run(out)
+    assert again["validation"] == pytest.approx(result.best["metrics"]["validation"], abs=1e-6)
+    [path] = glue_submission(out, tmp_path / "submit")
+    lines = path.read_text().splitlines()
+    assert path.name == "MRPC.tsv" and lines[0] == "index\tprediction" and len(lines) == 11
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+
+
+def test_early_stopping_stops(tiny_model_dir, toy_csv, tmp_path):
+    # lr 0: nothing improves after the first evaluation, so patience 2 stops after 3 evaluations.
+    result = train(
+        _cfg(
+            tiny_model_dir,
+            tmp_path / "run",
+            f"data.train_file={toy_csv}",
+            "train.lr=1e-12",
+            "train.batch_size=8",
+            "train.eval_every=2",
+            "train.early_stopping_patience=2",
+            "train.epochs=3",
+        )
+    )
+    assert [h["step"] for h in result.history] == [2, 4, 6]
