@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from seqtune.errors import SeqtuneError
 
@@ -82,8 +83,15 @@ def _add_use(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"seqtune: error: {message} (see seqtune {self.prog.split()[-1]} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seqtune",
         description="Fine-tune transformer encoders on text "
         "classification: GLUE tasks by name or your own data. Offline-first.",
@@ -123,8 +131,8 @@ def _run(ns: argparse.Namespace) -> int:
         from seqtune.training import train
 
         _, overrides = train_overrides(ns)
-        result = train(load_config(ns.config, overrides))
-        return 0 if result.completed else 0
+        train(load_config(ns.config, overrides))
+        return 0
     from seqtune import predict as P
 
     if ns.command == "eval":

@@ -78,7 +78,8 @@ def tokenize(
         ['input_ids', 'token_type_ids', 'attention_mask', 'length', 'labels']
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = root / "tokenized" / _fingerprint(dd, task, tokenizer, max_length)
+    key = _fingerprint(dd, task, tokenizer, max_length)
+    target = root / "tokenized" / key
     if (target / "dataset_dict.json").is_file():
         with hf_progress(False):
             return load_from_disk(str(target))
@@ -94,6 +95,8 @@ def tokenize(
                 desc=f"Tokenizing {split}",
                 # The result is cached below as a whole; datasets' own per-map cache of in-memory data is unwanted.
                 keep_in_memory=True,
+                # Our key already identifies the result; without it datasets hashes the tokenizer (seconds).
+                new_fingerprint=f"{key}-{split}",
             )
             if task.is_regression:
                 out[split] = out[split].cast_column("labels", Value("float32"))

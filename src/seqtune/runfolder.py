@@ -62,7 +62,7 @@ def check_is_run(run_dir: str | Path) -> Path:
     if not (path / TASK_FILE).is_file() or not (path / "config.json").is_file():
         raise SeqtuneError(
             f"{path}: not a finished seqtune run (no {TASK_FILE} / config.json); pass the folder a completed "
-            "`seqtune train` wrote, or resume it with `seqtune train --resume --output {path}`"
+            f"`seqtune train` wrote, or resume it with `seqtune train --resume --output {path}`"
         )
     return path
 
