@@ -11,6 +11,8 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,27 @@ def load_checkpoint(
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return json.loads((path / "state.json").read_text())
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (it then saves a checkpoint); a second
+    Ctrl-C stops at once. Only installed in the main thread, where Python delivers signals."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

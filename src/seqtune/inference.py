@@ -1,16 +1,19 @@
-"""Forward passes without gradients: logits for a tokenized split, in its original row order."""
+"""Forward passes without gradients: logits for a tokenized split in its original row order, and evaluation."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from seqtune.batching import Collator, sorted_order, take_rows
+from seqtune.metrics import compute_metrics
+from seqtune.tasks import TaskSpec
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -70,3 +73,27 @@ def infer_logits(
                 on_batch(len(idxs))
     assert out is not None, "infer_logits needs a non-empty dataset"  # callers check; internal invariant
     return out
+
+
+def evaluate(
+    model: torch.nn.Module,
+    encoded: DatasetDict,
+    task: TaskSpec,
+    collator: Collator,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    bar: Any = None,
+) -> dict[str, dict[str, float]]:
+    """The task's metrics on each of its evaluation splits (``bar``: a rich Progress to show it in)."""
+    results = {}
+    for split in task.eval_splits:
+        ds = encoded[split]
+        task_id = bar.add_task(f"eval {split}", total=len(ds), status="") if bar is not None else None
+        on_batch = (lambda n, tid=task_id: bar.update(tid, advance=n)) if bar is not None else None
+        logits = infer_logits(model, ds, collator, batch_size, device, precision, on_batch)
+        if bar is not None:
+            bar.remove_task(task_id)
+        labels = np.asarray(ds["labels"])
+        results[split] = compute_metrics(task, logits, labels)
+    return results

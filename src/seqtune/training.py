@@ -25,12 +25,13 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
 from seqtune.batching import Collator, length_grouped_order, random_order, take_rows
+from seqtune.checkpoint import StopSignals
 from seqtune.config import RunConfig
 from seqtune.data import load_custom, load_glue, select_samples
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
-from seqtune.inference import autocast, infer_logits, resolve_precision
-from seqtune.metrics import compute_metrics, is_better
+from seqtune.inference import autocast, evaluate, resolve_precision
+from seqtune.metrics import is_better
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.progress import Reporter, hf_progress
 from seqtune.tasks import TaskSpec, get_task
@@ -110,25 +111,6 @@ def loss_sum(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor, weights
     if task.is_multi_label:
         return F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1).sum()
     return F.cross_entropy(logits, labels, weight=weights, reduction="sum")
-
-
-def evaluate(
-    model: torch.nn.Module,
-    encoded: DatasetDict,
-    task: TaskSpec,
-    collator: Collator,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
-) -> dict[str, dict[str, float]]:
-    """The task's metrics on each of its evaluation splits."""
-    results = {}
-    for split in task.eval_splits:
-        ds = encoded[split]
-        logits = infer_logits(model, ds, collator, batch_size, device, precision)
-        labels = np.asarray(ds["labels"])
-        results[split] = compute_metrics(task, logits, labels)
-    return results
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -225,9 +207,9 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
         f"lr {t.lr:g}, {device.type} {precision}, max_length {max_length} -> {run_dir}"
     )
 
-    def evaluate_and_checkpoint() -> bool:
+    def evaluate_and_checkpoint(bar) -> bool:
         """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop."""
-        metrics = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision)
+        metrics = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision, bar)
         model.train()
         score = metrics[task.eval_splits[0]][task.selection_metric]
         entry = {"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 4), "metrics": metrics}
@@ -251,7 +233,7 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
 
     model.train()
     session_steps, stopped_early, window_loss, window_n = 0, False, 0.0, 0
-    with reporter.bar("training", total_steps, state["step"]) as bar:
+    with reporter.bar("training", total_steps, state["step"]) as bar, StopSignals() as signals:
         while state["step"] < total_steps and not stopped_early:
             order = (
                 length_grouped_order(lengths, step_size, cfg.seed, state["epoch"])
@@ -259,72 +241,90 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
                 else random_order(len(train_ds), step_size, cfg.seed, state["epoch"])
             )
             while state["batch_in_epoch"] < len(order) and state["step"] < total_steps:
-                idxs = order[state["batch_in_epoch"]]
-                step_started, step_loss = time.perf_counter(), 0.0
-                for start in range(0, len(idxs), t.batch_size):
-                    batch = collator(take_rows(train_ds, idxs[start : start + t.batch_size]))
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    labels = batch.pop("labels")
-                    with autocast(device, precision):
-                        logits = model(**batch).logits
-                    loss = loss_sum(task, logits, labels, weights) / len(idxs)
-                    accelerator.backward(loss)
-                    step_loss += loss.item()
-                    state["tokens"] += int(batch["attention_mask"].sum())
-                    state["padded_tokens"] += batch["attention_mask"].numel()
-                if t.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                step_started = time.perf_counter()
+                step_loss, tokens, padded = train_step(
+                    model, train_ds, order[state["batch_in_epoch"]], collator, task, weights, t, accelerator, precision
+                )
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
-                session_steps += 1
+                state["tokens"] += tokens
+                state["padded_tokens"] += padded
                 state["train_seconds"] += time.perf_counter() - step_started  # evaluation time not included
+                session_steps += 1
                 window_loss, window_n = window_loss + step_loss, window_n + 1
-                elapsed = state["train_seconds"]
                 if state["step"] % t.log_every == 0 or state["step"] == total_steps:
-                    record = {
-                        "step": state["step"],
-                        "epoch": round(state["step"] / steps_per_epoch, 4),
-                        "loss": window_loss / window_n,
-                        "lr": scheduler.get_last_lr()[0],
-                        "tokens_per_second": state["tokens"] / elapsed,
-                        "elapsed": elapsed,
-                    }
+                    record = _log_record(state, steps_per_epoch, window_loss / window_n, scheduler.get_last_lr()[0])
                     runfolder.append_log(run_dir, record)
                     window_loss, window_n = 0.0, 0
                     if bar is not None:
-                        bar.update(
-                            0,
-                            status=f"loss {record['loss']:.4f} lr {record['lr']:.2e} "
-                            f"{record['tokens_per_second']:,.0f} tok/s",
+                        status = (
+                            f"loss {record['loss']:.4f} lr {record['lr']:.2e} {record['tokens_per_second']:,.0f} tok/s"
                         )
+                        bar.update(0, status=status)
                 if bar is not None:
                     bar.update(0, advance=1)
                 epoch_done = state["batch_in_epoch"] == len(order)
                 due = (t.eval_every and state["step"] % t.eval_every == 0) or (not t.eval_every and epoch_done)
                 if due or state["step"] == total_steps:
-                    stopped_early = evaluate_and_checkpoint()
+                    stopped_early = evaluate_and_checkpoint(bar)
                     if stopped_early:
                         reporter.info(f"early stopping: no improvement in {t.early_stopping_patience} evaluations")
                         break
-                if stop_after_steps is not None and session_steps >= stop_after_steps and state["step"] < total_steps:
+                interrupted = signals.received or (stop_after_steps is not None and session_steps >= stop_after_steps)
+                if interrupted and state["step"] < total_steps:
+                    unwrapped = accelerator.unwrap_model(model)
                     ckpt.save_checkpoint(
-                        run_dir,
-                        state["step"],
-                        accelerator.unwrap_model(model),
-                        optimizer,
-                        scheduler,
-                        state,
-                        t.keep_checkpoints,
+                        run_dir, state["step"], unwrapped, optimizer, scheduler, state, t.keep_checkpoints
                     )
+                    if signals.received:
+                        reporter.summary(
+                            f"stopped at step {state['step']} ({signals.received}); checkpoint saved. Continue with: "
+                            f"seqtune train --resume --output {run_dir}"
+                        )
                     return _result(run_dir, task, state, completed=False)
             if state["batch_in_epoch"] >= len(order):
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
 
     return _finish(run_dir, cfg, task, state, accelerator.unwrap_model(model), tokenizer, device, precision, reporter)
+
+
+def train_step(model, train_ds, idxs, collator, task, weights, t, accelerator, precision) -> tuple[float, int, int]:
+    """Forward and backward over one optimizer step's examples, in micro-batches of ``t.batch_size``.
+
+    Returns the step's mean loss, the real tokens and the padded token slots it processed. The optimizer step
+    itself is the caller's, so gradient accumulation stays visible in the loop.
+    """
+    loss_total, tokens, padded = 0.0, 0, 0
+    for start in range(0, len(idxs), t.batch_size):
+        batch = collator(take_rows(train_ds, idxs[start : start + t.batch_size]))
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with autocast(accelerator.device, precision):
+            logits = model(**batch).logits
+        loss = loss_sum(task, logits, labels, weights) / len(idxs)
+        accelerator.backward(loss)
+        loss_total += loss.item()  # a sync point, once per micro-batch: cheap next to the backward pass
+        tokens += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+    if t.max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+    return loss_total, tokens, padded
+
+
+def _log_record(state: dict[str, Any], steps_per_epoch: int, loss: float, lr: float) -> dict[str, Any]:
+    elapsed = state["train_seconds"]
+    return {
+        "step": state["step"],
+        "epoch": round(state["step"] / steps_per_epoch, 4),
+        "loss": loss,
+        "lr": lr,
+        "tokens_per_second": state["tokens"] / elapsed if elapsed else 0.0,
+        "elapsed": elapsed,
+    }
 
 
 def _result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: bool) -> TrainResult:

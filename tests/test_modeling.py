@@ -1,0 +1,56 @@
+"""Model resolution and loading: aliases, local folders, hub ids offline, re-heading, from scratch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from conftest import build_tiny_bert
+
+from seqtune.errors import SeqtuneError
+from seqtune.modeling import load_model, resolve_model
+from seqtune.tasks import get_task
+
+
+def test_minilm_alias_is_the_packaged_folder():
+    path = resolve_model("minilm")
+    assert path.endswith("model")
+    assert resolve_model("MiniLM") == path
+
+
+def test_uncached_hub_id_offline_fails_fast_with_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SeqtuneError, match="not in the Hugging Face cache, and the hub is unreachable"):
+        resolve_model("some-org/never-downloaded-model")
+
+
+def test_folder_without_weights(tmp_path, tiny_model_dir):
+    (tmp_path / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    with pytest.raises(SeqtuneError, match="has no weights"):
+        resolve_model(str(tmp_path))
+    assert resolve_model(str(tmp_path), need_weights=False) == str(tmp_path)  # fine for --from-scratch
+
+
+def test_labels_are_written_into_the_config(tiny_model_dir):
+    model = load_model(str(tiny_model_dir), get_task("mnli"))
+    assert model.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
+    assert model.config.label2id["neutral"] == 1
+    assert model.num_labels == 3
+
+
+def test_different_head_size_is_reheaded_with_a_warning(tmp_path, caplog):
+    two_label = build_tiny_bert(tmp_path / "two")  # saved as BertForSequenceClassification with 2 labels
+    with caplog.at_level(logging.WARNING, logger="seqtune"):
+        model = load_model(str(two_label), get_task("mnli"))
+    assert model.classifier.out_features == 3
+    assert "head for 2 labels; the task has 3" in caplog.text
+
+
+def test_from_scratch_differs_from_pretrained_and_follows_the_seed(tiny_model_dir):
+    task = get_task("sst2")
+    pretrained = load_model(str(tiny_model_dir), task)
+    a = load_model(str(tiny_model_dir), task, from_scratch=True, seed=1)
+    b = load_model(str(tiny_model_dir), task, from_scratch=True, seed=1)
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert (a.state_dict()[key] == b.state_dict()[key]).all()
+    assert not (a.state_dict()[key] == pretrained.state_dict()[key]).all()
