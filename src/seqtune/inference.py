@@ -84,9 +84,12 @@ def evaluate(
     device: torch.device,
     precision: str,
     bar: Any = None,
-) -> dict[str, dict[str, float]]:
-    """The task's metrics on each of its evaluation splits (``bar``: a rich Progress to show it in)."""
-    results = {}
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """The task's metrics on each of its evaluation splits, and the logits behind them.
+
+    ``bar``: a rich Progress to show evaluation in.
+    """
+    results, all_logits = {}, {}
     for split in task.eval_splits:
         ds = encoded[split]
         task_id = bar.add_task(f"eval {split}", total=len(ds), status="") if bar is not None else None
@@ -96,4 +99,5 @@ def evaluate(
             bar.remove_task(task_id)
         labels = np.asarray(ds["labels"])
         results[split] = compute_metrics(task, logits, labels)
-    return results
+        all_logits[split] = logits
+    return results, all_logits

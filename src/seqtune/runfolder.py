@@ -1,8 +1,9 @@
 """The run folder: what a finished run leaves behind, and how eval/predict find their way back into it.
 
 Layout: the best model (``save_pretrained``, safetensors) + tokenizer, ``config.yaml`` (resolved),
-``task.json`` (the task spec), ``metrics.json`` (eval history and best), ``train_log.jsonl`` and ``README.md``
-(a model card). ``checkpoints/`` holds resumable state while training runs.
+``task.json`` (the task spec), ``metrics.json`` (eval history and best), ``train_log.jsonl``,
+``eval_predictions.npz`` (the best checkpoint's dev logits and labels) and ``README.md`` (a model card).
+``checkpoints/`` holds resumable state while training runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from seqtune.errors import SeqtuneError
 from seqtune.tasks import TaskSpec
 
 TASK_FILE = "task.json"
+EVAL_PREDICTIONS = "eval_predictions.npz"  # best checkpoint's dev logits and labels, per split
 
 
 def default_output(cfg: RunConfig) -> Path:

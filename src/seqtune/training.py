@@ -209,7 +209,7 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
 
     def evaluate_and_checkpoint(bar) -> bool:
         """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop."""
-        metrics = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision, bar)
+        metrics, logits = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision, bar)
         model.train()
         score = metrics[task.eval_splits[0]][task.selection_metric]
         entry = {"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 4), "metrics": metrics}
@@ -222,6 +222,12 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
             best_dir.mkdir(parents=True, exist_ok=True)
             save_weights(accelerator.unwrap_model(model), str(best_dir / "model.tmp"))
             (best_dir / "model.tmp").replace(best_dir / "model.safetensors")
+            # The best checkpoint's dev predictions, for reports (confusion matrix, calibration) without a re-run.
+            arrays = {f"{split}/logits": v for split, v in logits.items()}
+            arrays |= {f"{split}/labels": np.asarray(encoded[split]["labels"]) for split in logits}
+            with (best_dir / "eval_predictions.tmp").open("wb") as f:
+                np.savez(f, **arrays)
+            (best_dir / "eval_predictions.tmp").replace(best_dir / runfolder.EVAL_PREDICTIONS)
         else:
             state["bad_evals"] += 1
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics[task.eval_splits[0]].items())
@@ -289,7 +295,8 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
 
-    return _finish(run_dir, cfg, task, state, accelerator.unwrap_model(model), tokenizer, device, precision, reporter)
+    unwrapped = accelerator.unwrap_model(model)
+    return _finish(run_dir, cfg, task, state, unwrapped, tokenizer, device, precision, reporter, lengths, max_length)
 
 
 def train_step(model, train_ds, idxs, collator, task, weights, t, accelerator, precision) -> tuple[float, int, int]:
@@ -340,11 +347,14 @@ def _result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: boo
     )
 
 
-def _finish(run_dir, cfg, task, state, model, tokenizer, device, precision, reporter) -> TrainResult:
+def _finish(
+    run_dir, cfg, task, state, model, tokenizer, device, precision, reporter, lengths, max_length
+) -> TrainResult:
     """Put the best weights in the run folder root with the tokenizer, metrics and model card."""
-    best_weights = run_dir / ckpt.CHECKPOINTS / "best" / "model.safetensors"
-    if best_weights.is_file():
-        load_weights(model, str(best_weights))
+    best_dir = run_dir / ckpt.CHECKPOINTS / "best"
+    if (best_dir / "model.safetensors").is_file():
+        load_weights(model, str(best_dir / "model.safetensors"))
+        shutil.copyfile(best_dir / runfolder.EVAL_PREDICTIONS, run_dir / runfolder.EVAL_PREDICTIONS)
     with hf_progress(False):
         model.save_pretrained(run_dir)
         tokenizer.save_pretrained(run_dir)
@@ -358,6 +368,9 @@ def _finish(run_dir, cfg, task, state, model, tokenizer, device, precision, repo
         "padding_share": 1 - state["tokens"] / state["padded_tokens"] if state["padded_tokens"] else 0.0,
         "device": device.type,
         "precision": precision,
+        # examples per token length (index = length), for the report's length histogram
+        "train_length_counts": np.bincount(np.asarray(lengths)).tolist(),
+        "max_length": max_length,
     }
     runfolder.write_metrics(run_dir, metrics)
     runfolder.write_model_card(run_dir, cfg, task, metrics)
