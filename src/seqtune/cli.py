@@ -83,6 +83,14 @@ def _add_use(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write report.html + figures for a run folder")
+    p.add_argument("run_dir")
+    p = sub.add_parser("compare", help="compare runs: differing config keys and best metrics")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--output", help="also write the table as a self-contained HTML page")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 like every other bad input."""
 
@@ -99,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_use(sub)
+    _add_report(sub)
     return parser
 
 
@@ -133,6 +142,8 @@ def _run(ns: argparse.Namespace) -> int:
         _, overrides = train_overrides(ns)
         train(load_config(ns.config, overrides))
         return 0
+    if ns.command in ("report", "compare"):
+        return _run_report(ns)
     from seqtune import predict as P
 
     if ns.command == "eval":
@@ -155,6 +166,21 @@ def _run(ns: argparse.Namespace) -> int:
             raise SeqtuneError(f"--split {ns.split}: GLUE submissions are made on the test split; pass --split test")
         for path in P.glue_submission(ns.run_dir, ns.glue_submission, ns.data_dir):
             print(f"wrote {path}")
+    return 0
+
+
+def _run_report(ns: argparse.Namespace) -> int:
+    from seqtune import report
+
+    if ns.command == "report":
+        print(f"wrote {report.write_report(ns.run_dir)}")
+        return 0
+    result = report.compare_runs(ns.run_dirs)
+    from rich.console import Console
+
+    Console().print(report.compare_table(result))
+    if ns.output:
+        print(f"wrote {report.write_compare_html(result, ns.output)}")
     return 0
 
 

@@ -90,6 +90,23 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
 
+def environment() -> dict[str, str]:
+    """Versions and hardware a run used, for reproducibility."""
+    import platform
+
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": str(torch.get_num_threads()),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 

@@ -34,6 +34,7 @@ from seqtune.inference import autocast, evaluate, resolve_precision
 from seqtune.metrics import is_better
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.progress import Reporter, hf_progress
+from seqtune.report import write_report
 from seqtune.tasks import TaskSpec, get_task
 
 
@@ -212,7 +213,12 @@ def train(cfg: RunConfig, *, stop_after_steps: int | None = None) -> TrainResult
         metrics, logits = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision, bar)
         model.train()
         score = metrics[task.eval_splits[0]][task.selection_metric]
-        entry = {"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 4), "metrics": metrics}
+        entry = {
+            "step": state["step"],
+            "epoch": round(state["step"] / steps_per_epoch, 4),
+            "train_seconds": round(state["train_seconds"], 3),  # training time so far, evaluation excluded
+            "metrics": metrics,
+        }
         state["history"].append(entry)
         improved = is_better(task, score, state["best"]["score"] if state["best"] else None)
         if improved:
@@ -371,9 +377,11 @@ def _finish(
         # examples per token length (index = length), for the report's length histogram
         "train_length_counts": np.bincount(np.asarray(lengths)).tolist(),
         "max_length": max_length,
+        "environment": runfolder.environment(),
     }
     runfolder.write_metrics(run_dir, metrics)
     runfolder.write_model_card(run_dir, cfg, task, metrics)
+    write_report(run_dir)
     runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
     shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
     result = _result(run_dir, task, state, completed=True)
