@@ -224,3 +224,43 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_model_dir, tmp_pa
 
     assert latest_checkpoint(out) is not None
     assert not (out / "task.json").exists()
+
+
+def test_class_weights_are_inverse_frequency():
+    from seqtune.losses import class_weights
+    from seqtune.tasks import get_task
+
+    # 6 examples: 4 of class 0, 2 of class 1 -> n / (k * count) = 6/8 and 6/4
+    weights = class_weights(get_task("sst2"), [0, 0, 0, 0, 1, 1])
+    assert weights.tolist() == pytest.approx([0.75, 1.5])
+
+
+def test_pieces_plug_into_a_hugging_face_trainer(tiny_model_dir, mini_glue, tmp_path):
+    """The tokenized DatasetDict, the collator and compute_metrics work with transformers' Trainer as is."""
+    from transformers import Trainer, TrainingArguments
+
+    from seqtune import Collator, get_task, load_glue, make_compute_metrics, tokenize
+    from seqtune.modeling import load_model, load_tokenizer
+
+    task = get_task("mrpc")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    encoded = tokenize(load_glue(task, str(mini_glue)), task, tokenizer, max_length=64)
+    trainer = Trainer(
+        model=load_model(str(tiny_model_dir), task),
+        args=TrainingArguments(
+            str(tmp_path / "hf"),
+            max_steps=2,
+            report_to="none",
+            use_cpu=True,
+            remove_unused_columns=False,
+            save_strategy="no",
+        ),  # fmt: skip
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        data_collator=Collator(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(task),
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert {"eval_accuracy", "eval_f1", "eval_combined_score"} <= set(metrics)

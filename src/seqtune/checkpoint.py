@@ -6,8 +6,11 @@ leaves the previous checkpoint as the latest. Everything loads with ``weights_on
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -18,7 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+
+from seqtune.errors import SeqtuneError
+from seqtune.runfolder import EVAL_PREDICTIONS
 
 CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -61,28 +68,106 @@ def save_checkpoint(
     loop_state: dict[str, Any],
     keep: int,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step-<step>`` atomically and prune all but the newest ``keep``."""
+    """Write ``run_dir/checkpoints/step-<step>`` atomically and prune all but the newest ``keep``.
+
+    A failed write (disk full, ...) removes its half-written folder and raises `SeqtuneError`; the checkpoints
+    written before stay as they were.
+    """
     root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".*-step-*"):  # left by a process killed mid-write or mid-delete
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(loop_state, indent=1))
-    for f in tmp.iterdir():
-        with f.open("rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # a re-run of the same step after a resume: replace it
-        shutil.rmtree(final)
+    try:
+        tmp.mkdir()
+        save_model(model, str(tmp / "model.safetensors"))
+        for name, obj in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict())):
+            _torch_save(obj, tmp / name)
+        _torch_save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(loop_state, indent=1))
+        for f in tmp.iterdir():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    except WRITE_ERRORS as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(final, exc, run_dir) from None
+    if final.exists():  # a re-run of the same step after a resume: replace it (never leave a half-deleted step-N)
+        _remove(final)
     os.replace(tmp, final)
     _fsync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return final
+
+
+def _remove(path: Path) -> None:
+    """Rename out of the ``step-N`` namespace first, so a kill mid-delete never leaves a partial checkpoint."""
+    doomed = path.with_name(f".del-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+# What a failed write raises: Python's OSError; safetensors' own error and torch.save's RuntimeError wrap the OS one.
+WRITE_ERRORS = (OSError, SafetensorError, RuntimeError)
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with path.open("wb") as f:  # through a Python file, so an OS write error stays visible (as __context__)
+        torch.save(obj, f)
+
+
+def os_error(exc: BaseException) -> tuple[int | None, str]:
+    """The errno and OS message behind a write error, however safetensors or torch wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno, seen.strerror or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    found = re.search(r"(?:I/O error: )?([^:]*?) \(os error (\d+)\)", str(exc))  # safetensors (Rust io::Error)
+    if found:
+        return int(found.group(2)), found.group(1)
+    return None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def write_error(path: Path, exc: BaseException, run_dir: Path) -> SeqtuneError:
+    """A failed checkpoint write as one line: what failed, what is still safe, the fix."""
+    latest = latest_checkpoint(run_dir)
+    kept = f"the last complete checkpoint {latest} is intact" if latest else "no earlier checkpoint exists"
+    code, reason = os_error(exc)
+    if code == errno.ENOSPC:
+        return SeqtuneError(
+            f"{path}: cannot save the checkpoint: no space left on device; {kept}. Free some disk space (or start "
+            f"the run with --output on a disk with room), then continue with: seqtune train --resume --output {run_dir}"
+        )
+    return SeqtuneError(f"{path}: cannot save the checkpoint ({reason}); {kept}")
+
+
+def save_best(best_dir: Path, model: torch.nn.Module, arrays: dict[str, np.ndarray], run_dir: Path) -> None:
+    """The best model's weights and its dev predictions, each file replaced atomically."""
+    try:
+        best_dir.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(best_dir / "model.tmp"))
+        (best_dir / "model.tmp").replace(best_dir / "model.safetensors")
+        with (best_dir / "eval_predictions.tmp").open("wb") as f:
+            np.savez(f, **arrays)
+        (best_dir / "eval_predictions.tmp").replace(best_dir / EVAL_PREDICTIONS)
+    except WRITE_ERRORS as exc:
+        for name in ("model.tmp", "eval_predictions.tmp"):
+            (best_dir / name).unlink(missing_ok=True)
+        raise write_error(best_dir, exc, run_dir) from None
+
+
+def check_loss(loss: float, step: int, run_dir: Path) -> None:
+    """Stop before a non-finite loss reaches the weights (the optimizer step would spread NaN everywhere)."""
+    if math.isfinite(loss):
+        return
+    latest = latest_checkpoint(run_dir)
+    kept = f"the last good checkpoint is kept in {latest}" if latest else "no checkpoint was saved before it"
+    raise SeqtuneError(
+        f"step {step}: loss is {loss}; {kept}; likely causes: learning rate too high (try --lr smaller), "
+        "bf16 overflow (try --precision fp32), or bad inputs (regression targets far out of range)"
+    )
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -102,12 +187,28 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
-    """Restore everything saved by `save_checkpoint`; returns the loop state."""
+    """Restore everything saved by `save_checkpoint`; returns the loop state.
+
+    Tensors and plain containers only (``weights_only=True``): a file holding any other pickled object is
+    refused, never executed.
+    """
     load_model(model, str(path / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    optimizer.load_state_dict(_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(_load(path / "scheduler.pt"))
+    set_rng_state(_load(path / "rng.pt"))
     return json.loads((path / "state.json").read_text())
+
+
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        detail = f" ({found[0]})" if found else ""
+        raise SeqtuneError(
+            f"{path}: refused to load: it holds more than tensors and plain data{detail}, which a seqtune checkpoint "
+            "never does; delete this checkpoint folder and resume from an earlier one (or start again)"
+        ) from None
 
 
 class StopSignals:

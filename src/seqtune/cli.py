@@ -43,7 +43,9 @@ SWITCHES = {
     "--multi-label": ("data.problem_type", "multi_label", "own data: several labels per row"),
     "--regression": ("data.problem_type", "regression", "own data: numeric targets"),
     "--from-scratch": ("model.from_scratch", True, "random weights from the model's config"),
+    "--allow-pickle": ("model.allow_pickle", True, "also load pytorch_model.bin weights (weights_only=True)"),
     "--class-weights": ("train.class_weights", True, "weight the loss by inverse class frequency"),
+    "--freeze-embeddings": ("train.freeze_embeddings", True, "no updates to the word-embedding matrix"),
     "--no-group-by-length": ("train.group_by_length", False, "plain shuffled batches"),
     "--fixed-length": ("train.fixed_length", True, "pad every batch to max_length"),
     "--overwrite": ("overwrite", True, "replace a non-empty run folder"),
@@ -52,8 +54,8 @@ SWITCHES = {
 }
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="fine-tune a model", description="Fine-tune on a GLUE task or your own data.")
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that describe a run (shared by train and search)."""
     p.add_argument(
         "args",
         nargs="*",
@@ -67,12 +69,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, action="store_true", help=text)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune a model", description="Fine-tune on a GLUE task or your own data.")
+    _run_args(p)
+    p.add_argument("--seeds", type=int, help="train with N seeds (seed, seed+1, ...): mean, std and 95%% CI")
+    p = sub.add_parser("search", help="hyperparameter search, then retrain the best configuration")
+    _run_args(p)
+    p.add_argument("--trials", type=int, default=20, help="number of trials in the study")
+    p.add_argument("--train-shard", type=float, help="share of the training data each trial uses (e.g. 0.1)")
+    p.add_argument("--space", help="YAML search space (default: lr, batch size, epochs, warmup, decay, seed)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by workers (default: sqlite in the output folder)")
+    p.add_argument("--study-name", default="seqtune", help="study name inside the storage")
+    p.add_argument("--no-retrain", action="store_true", help="only search; do not retrain the best configuration")
+
+
 def _add_use(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="re-evaluate a saved run on its task's dev data")
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
     p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--allow-pickle", action="store_true", help="also load pytorch_model.bin weights (weights_only)")
     p = sub.add_parser("predict", help="predict with a saved run")
+    p.add_argument("--allow-pickle", action="store_true", help="also load pytorch_model.bin weights (weights_only)")
     p.add_argument("run_dir")
     p.add_argument("--text", action="append", help="text to classify (repeatable)")
     p.add_argument("--text-pair", action="append", help="second text of a pair (repeatable)")
@@ -140,32 +158,65 @@ def _run(ns: argparse.Namespace) -> int:
         from seqtune.training import train
 
         _, overrides = train_overrides(ns)
-        train(load_config(ns.config, overrides))
+        cfg = load_config(ns.config, overrides)
+        if ns.seeds is not None and ns.seeds > 1:
+            from seqtune.search import train_seeds
+
+            out, summary = train_seeds(cfg, ns.seeds)
+            for name, s in summary.items():
+                print(f"{name}: {s['mean']:.4f} +- {s['std']:.4f} (95% CI {s['ci95'][0]:.4f}-{s['ci95'][1]:.4f})")
+            print(f"{ns.seeds} seeds -> {out}")
+            return 0
+        train(cfg)
         return 0
+    if ns.command == "search":
+        return _run_search(ns)
     if ns.command in ("report", "compare"):
         return _run_report(ns)
     from seqtune import predict as P
 
     if ns.command == "eval":
-        print(json.dumps(P.evaluate_run(ns.run_dir, ns.data_dir, ns.max_eval_samples), indent=1))
+        run = P.load_run(ns.run_dir, allow_pickle=ns.allow_pickle)
+        print(json.dumps(P.evaluate_run(run, ns.data_dir, ns.max_eval_samples), indent=1))
         return 0
     modes = [m for m in ("text", "input", "split") if getattr(ns, m)]
     if len(modes) != 1:
         raise SeqtuneError("predict needs exactly one of --text, --input FILE or --split test")
+    if ns.input and not ns.output:
+        raise SeqtuneError("--input needs --output FILE (JSON lines are written there)")
+    if ns.split and not ns.glue_submission:
+        raise SeqtuneError("--split needs --glue-submission DIR (where MRPC.tsv etc. are written)")
+    if ns.split and ns.split != "test":
+        raise SeqtuneError(f"--split {ns.split}: GLUE submissions are made on the test split; pass --split test")
+    run = P.load_run(ns.run_dir, allow_pickle=ns.allow_pickle)
     if ns.text:
-        print(json.dumps(P.predict(ns.run_dir, ns.text, ns.text_pair), indent=1))
+        print(json.dumps(P.predict(run, ns.text, ns.text_pair), indent=1))
     elif ns.input:
-        if not ns.output:
-            raise SeqtuneError("--input needs --output FILE (JSON lines are written there)")
-        n = P.predict_file(ns.run_dir, ns.input, ns.output)
+        n = P.predict_file(run, ns.input, ns.output)
         print(f"wrote {n} predictions to {ns.output}")
     else:
-        if not ns.glue_submission:
-            raise SeqtuneError("--split needs --glue-submission DIR (where MRPC.tsv etc. are written)")
-        if ns.split != "test":
-            raise SeqtuneError(f"--split {ns.split}: GLUE submissions are made on the test split; pass --split test")
-        for path in P.glue_submission(ns.run_dir, ns.glue_submission, ns.data_dir):
+        for path in P.glue_submission(run, ns.glue_submission, ns.data_dir):
             print(f"wrote {path}")
+    return 0
+
+
+def _run_search(ns: argparse.Namespace) -> int:
+    from seqtune.config import load_config
+    from seqtune.search import load_space, search
+
+    if ns.trials < 1:
+        raise SeqtuneError(f"--trials {ns.trials}: expected at least 1")
+    _, overrides = train_overrides(ns)
+    cfg = load_config(ns.config, overrides)
+    result = search(cfg, ns.trials, load_space(ns.space), ns.train_shard, ns.storage, ns.study_name, not ns.no_retrain)
+    print("| trial | state | score | params |")
+    for t in result.trials:
+        value = f"{t['value']:.4f}" if t["value"] is not None else "-"
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        print(f"| {t['number']} | {t['state'].lower()} | {value} | {params} |")
+    print(f"best: {result.best_value:.4f} with {result.best_params}")
+    if result.best_run is not None:
+        print(f"best configuration retrained on all the training data -> {result.best_run}")
     return 0
 
 

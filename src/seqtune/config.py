@@ -28,6 +28,9 @@ class ModelConfig:
     """Truncate inputs to this many tokens; ``None`` = the model's own limit."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
+    allow_pickle: bool = False
+    """Also load ``pytorch_model.bin`` weights (pickle) when a model has no ``model.safetensors``. Off by default:
+    unpickling can run code. When on, the file is still read with ``torch.load(weights_only=True)``."""
 
 
 @dataclass
@@ -55,6 +58,8 @@ class DataConfig:
     """Own data without a validation file: share of the training rows held out (seeded, stratified when possible)."""
     max_train_samples: int | None = None
     """Use only the first N training rows (quick experiments, tests)."""
+    train_shard: float | None = None
+    """Train on this share of the training rows (every k-th row, the course's ``shard`` idea): cheap search trials."""
     max_eval_samples: int | None = None
     """Use only the first N rows of each evaluation split."""
     cache_dir: str | None = None
@@ -85,6 +90,8 @@ class TrainConfig:
     """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of the task's selection metric."""
+    freeze_embeddings: bool = False
+    """Keep the word-embedding matrix fixed: no gradient or optimizer update for its vocab x hidden weights."""
     class_weights: bool = False
     """Weight the loss by inverse class frequency (single-label classification)."""
     group_by_length: bool = True
@@ -269,6 +276,8 @@ def validate(cfg: RunConfig) -> list[str]:
         problems.append(f"train.epochs: expected a positive number, found {t.epochs}")
     if isinstance(t.warmup_ratio, float) and not 0 <= t.warmup_ratio < 1:
         problems.append(f"train.warmup_ratio: expected a number in [0, 1), found {t.warmup_ratio}")
+    if isinstance(d.train_shard, float) and not 0 < d.train_shard <= 1:
+        problems.append(f"data.train_shard: expected a share in (0, 1], found {d.train_shard}")
     if isinstance(d.validation_fraction, float) and not 0 < d.validation_fraction < 1:
         problems.append(f"data.validation_fraction: expected a number in (0, 1), found {d.validation_fraction}")
     if t.precision not in PRECISIONS:

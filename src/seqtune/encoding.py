@@ -69,8 +69,11 @@ def tokenize(
     max_length: int,
     cache_dir: str | Path | None = None,
     show_progress: bool = True,
+    cache: bool = True,
 ) -> DatasetDict:
     """Tokenize every split (pairs give ``token_type_ids``); reuse the on-disk copy when nothing changed.
+
+    ``cache=False`` keeps the result in memory only (one-off inputs such as texts to predict).
 
     Example:
         >>> encoded = tokenize(load_glue(task, "../shared/glue"), task, tokenizer, 512)  # doctest: +SKIP
@@ -80,7 +83,7 @@ def tokenize(
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     key = _fingerprint(dd, task, tokenizer, max_length)
     target = root / "tokenized" / key
-    if (target / "dataset_dict.json").is_file():
+    if cache and (target / "dataset_dict.json").is_file():
         with hf_progress(False):
             return load_from_disk(str(target))
     encode = _encode_fn(task, tokenizer, max_length)
@@ -102,6 +105,8 @@ def tokenize(
                 out[split] = out[split].cast_column("labels", Value("float32"))
             elif task.is_multi_label:
                 out[split] = out[split].cast_column("labels", Sequence(Value("float32")))
+    if not cache:
+        return out
     # Write to a temp folder and rename, so a crash never leaves a half-written cache entry behind.
     tmp: Path | None = None
     with hf_progress(False):

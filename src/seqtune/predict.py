@@ -20,7 +20,7 @@ from seqtune.encoding import tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import infer_logits, resolve_precision
 from seqtune.metrics import compute_metrics
-from seqtune.modeling import load_tokenizer, model_max_length
+from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_tokenizer, model_max_length
 from seqtune.progress import hf_progress
 from seqtune.readers import read_table, require_columns
 from seqtune.tasks import TaskSpec
@@ -46,18 +46,24 @@ class LoadedRun:
         return list(self.task.text_columns)
 
 
-def load_run(run_dir: str | Path, precision: str = "auto") -> LoadedRun:
+def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = False) -> LoadedRun:
     """Load the model, tokenizer and task of a run folder.
+
+    Weights load from ``model.safetensors`` only; ``allow_pickle`` also accepts ``pytorch_model.bin`` (read with
+    ``weights_only=True``).
 
     Example:
         >>> run = load_run("runs/mrpc")  # doctest: +SKIP
     """
     path = runfolder.check_is_run(run_dir)
+    check_weights(path, allow_pickle)
     cfg = runfolder.load_run_config(path)
     task = runfolder.load_task(path)
     tokenizer = load_tokenizer(str(path))
     with hf_progress(False):
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, **PICKLE_LOADING if allow_pickle else SAFE_LOADING
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     limit = model_max_length(tokenizer, model.config)
@@ -69,10 +75,10 @@ def _as_run(run: str | Path | LoadedRun) -> LoadedRun:
     return run if isinstance(run, LoadedRun) else load_run(run)
 
 
-def logits_for(run: LoadedRun, raw: Dataset, batch_size: int = 128) -> np.ndarray:
-    encoded = tokenize(
-        DatasetDict(predict=raw), run.task, run.tokenizer, run.max_length, run.cfg.data.cache_dir, show_progress=False
-    )["predict"]
+def logits_for(run: LoadedRun, raw: Dataset, batch_size: int = 128, cache: bool = False) -> np.ndarray:
+    """Logits for a raw split; ``cache`` keeps its tokenization on disk (worth it for GLUE splits used again)."""
+    dd = DatasetDict(predict=raw)
+    encoded = tokenize(dd, run.task, run.tokenizer, run.max_length, run.cfg.data.cache_dir, False, cache)["predict"]
     collator = Collator(run.tokenizer)
     return infer_logits(run.model, encoded, collator, batch_size, run.device, run.precision)
 
@@ -189,7 +195,7 @@ def evaluate_run(
     for split in loaded.task.eval_splits:
         if split not in dd:
             raise SeqtuneError(f"{loaded.task.name}: no {split} split in the data; check --data-dir")
-        logits = logits_for(loaded, dd[split])
+        logits = logits_for(loaded, dd[split], cache=True)
         results[split] = compute_metrics(loaded.task, logits, np.asarray(dd[split]["label"]))
     return results
 
@@ -204,7 +210,7 @@ def glue_submission(run: str | Path | LoadedRun, out_dir: str | Path, data_dir: 
     for split in task.test_splits:
         if split not in dd:
             raise SeqtuneError(f"{task.name}: no {split} split in the data; GLUE test files are named test.tsv")
-        logits = logits_for(loaded, dd[split])
+        logits = logits_for(loaded, dd[split], cache=True)
         if task.is_regression:
             values = [f"{v:.3f}" for v in np.clip(logits[:, 0], 0.0, 5.0)]  # STS-B scores live in [0, 5]
         elif task.submission_uses_label_names:

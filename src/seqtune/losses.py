@@ -1,0 +1,27 @@
+"""Training losses: summed per example (so gradient accumulation is exact) and class weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seqtune.tasks import TaskSpec
+
+
+def class_weights(task: TaskSpec, labels: list[int]) -> torch.Tensor:
+    """Inverse class frequency, normalised so a balanced set gets all ones."""
+    counts = np.bincount(np.asarray(labels), minlength=task.num_labels).astype(np.float64)
+    weights = len(labels) / (task.num_labels * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def loss_sum(task: TaskSpec, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Summed per-example loss; the caller divides by the examples in the whole optimizer step, so k
+    accumulated micro-batches give exactly the gradient of one batch of the same examples."""
+    logits = logits.float()
+    if task.is_regression:
+        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
+    if task.is_multi_label:
+        return F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1).sum()
+    return F.cross_entropy(logits, labels, weight=weights, reduction="sum")

@@ -1,0 +1,270 @@
+"""Hyperparameter search that hands back a trained model, and multi-seed runs with error bars.
+
+`search` runs an Optuna study (TPE sampler, median pruning on each trial's per-epoch evaluations) over a YAML
+search space, scores each trial by the task's selection metric at its best evaluation, then retrains the best
+configuration on the full training data into ``<output>/best`` — a normal run folder, with ``search.json``.
+Studies live in an RDB (default: ``<output>/study.db``), so an interrupted search resumes and several workers
+can share one study through ``storage``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from seqtune.config import RunConfig, load_config
+from seqtune.errors import SeqtuneError
+
+# The default space: what matters most when fine-tuning a small encoder.
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "train.lr": {"type": "float", "low": 2e-5, "high": 3e-4, "log": True},
+    "train.batch_size": {"type": "categorical", "choices": [16, 32]},
+    "train.epochs": {"type": "int", "low": 2, "high": 5},
+    "train.warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
+    "train.weight_decay": {"type": "float", "low": 0.0, "high": 0.1},
+    "seed": {"type": "int", "low": 0, "high": 10_000},
+}
+TYPES = ("float", "int", "categorical")
+
+
+def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Read and check a search space; ``None`` gives `DEFAULT_SPACE`.
+
+    A space maps config keys to ``{type: float|int, low, high[, log]}`` or ``{type: categorical, choices}``.
+    """
+    if path is None:
+        return copy.deepcopy(DEFAULT_SPACE)
+    p = Path(path)
+    if not p.is_file():
+        raise SeqtuneError(f"{p}: search space file not found; pass a YAML file like the one in the README")
+    try:
+        space = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SeqtuneError(f"{p}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(space, dict) or not space:
+        raise SeqtuneError(f"{p}: expected a mapping of config keys to ranges, e.g. 'train.lr: {{type: float, ...}}'")
+    check_space(space, str(p))
+    return space
+
+
+def check_space(space: dict[str, Any], where: str = "search space") -> None:
+    """One-line errors naming the key: unknown parameter, bad type, low > high, empty choices."""
+    probe = RunConfig()
+    for key, spec in space.items():
+        node: Any = probe
+        for part in key.split("."):
+            if not hasattr(node, part):
+                raise SeqtuneError(f"{where}: unknown parameter '{key}'; use a config key such as train.lr or seed")
+            node = getattr(node, part)
+        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+            raise SeqtuneError(f"{where}: '{key}' needs a type, one of {', '.join(TYPES)}")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise SeqtuneError(f"{where}: '{key}' has no choices; give a non-empty list")
+            continue
+        if "low" not in spec or "high" not in spec:
+            raise SeqtuneError(f"{where}: '{key}' needs low and high")
+        low, high = float(spec["low"]), float(spec["high"])
+        if low > high:
+            raise SeqtuneError(f"{where}: '{key}' has low {spec['low']} > high {spec['high']}; swap them")
+        if spec.get("log") and low <= 0:
+            raise SeqtuneError(f"{where}: '{key}' is log-scaled, so low must be > 0 (found {spec['low']})")
+
+
+def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> list[str]:
+    """The trial's parameters as ``key=value`` overrides."""
+    overrides = []
+    for key, spec in space.items():
+        if spec["type"] == "float":
+            value = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+        elif spec["type"] == "int":
+            value = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            value = trial.suggest_categorical(key, spec["choices"])
+        overrides.append(f"{key}={json.dumps(value)}")
+    return overrides
+
+
+def _with(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """A copy of ``cfg`` with overrides applied (through the same validation as the CLI)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(cfg.to_dict(), f)
+    try:
+        return load_config(f.name, overrides)
+    finally:
+        Path(f.name).unlink()
+
+
+@dataclass
+class SearchResult:
+    output: Path
+    best_params: dict[str, Any]
+    best_value: float
+    trials: list[dict[str, Any]]
+    best_run: Path | None
+
+
+def search(
+    cfg: RunConfig,
+    n_trials: int = 20,
+    space: dict[str, dict[str, Any]] | None = None,
+    train_shard: float | None = None,
+    storage: str | None = None,
+    study_name: str = "seqtune",
+    retrain: bool = True,
+) -> SearchResult:
+    """Search hyperparameters, then retrain the best configuration on all the training data.
+
+    Example:
+        >>> cfg = load_config(None, ["task=mrpc", "data.data_dir=../shared/glue", "output=runs/search"])
+        >>> result = search(cfg, n_trials=12, train_shard=0.1)  # doctest: +SKIP
+        >>> result.best_run  # doctest: +SKIP
+        PosixPath('runs/search/best')
+    """
+    import optuna
+
+    from seqtune.tasks import get_task
+    from seqtune.training import train
+
+    space = space if space is not None else copy.deepcopy(DEFAULT_SPACE)
+    check_space(space)
+    out = Path(cfg.output or "runs/search")
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{out.resolve() / 'study.db'}"
+    # Heartbeats let a resumed search mark the trials of a killed worker as failed instead of running forever.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
+    storage_obj = optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60)
+    greater = get_task(cfg.task).greater_is_better if cfg.task else True
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage_obj,
+        load_if_exists=True,
+        direction="maximize" if greater else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        if _slots_taken(study, trial.number) >= n_trials:  # other workers took the last slots first
+            trial.set_user_attr("over_budget", True)
+            study.stop()
+            raise optuna.TrialPruned("trial budget reached")
+        overrides = suggest(trial, space) + [f"output={out / 'trials' / f'trial-{trial.number}'}", "overwrite=true",
+                                             "quiet=true", "train.eval_every=0"]  # fmt: skip
+        if train_shard is not None:
+            overrides.append(f"data.train_shard={train_shard}")
+        trial_cfg = _with(cfg, overrides)
+
+        def report(index: int, score: float) -> None:
+            trial.report(score, index)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after evaluation {index}")
+
+        try:
+            result = train(trial_cfg, on_evaluate=report)
+        finally:  # keep the numbers in the study, not 90 MB of weights per trial
+            shutil.rmtree(out / "trials" / f"trial-{trial.number}", ignore_errors=True)
+        if not result.completed:  # SIGINT/SIGTERM stopped the trial: stop the whole search, resumable later
+            raise KeyboardInterrupt
+        return float(result.best["score"]) if result.best else math.nan
+
+    # Trials already in the study (from an interrupted run or other workers) count against the budget, so a
+    # resumed search or a second worker runs only what is left; each trial checks its slot as it starts.
+    optuna.storages.fail_stale_trials(study)
+    if _slots_taken(study, None) < n_trials:
+        study.optimize(objective, n_trials=n_trials, catch=())
+    trials = [
+        {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+         "intermediate": dict(t.intermediate_values)}
+        for t in study.trials
+        if not t.user_attrs.get("over_budget")
+    ]  # fmt: skip
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise SeqtuneError("no trial completed; check the search space and the data")
+    best = study.best_trial
+    result = SearchResult(out, best.params, float(best.value), trials, None)
+    record = {"best_params": best.params, "best_value": best.value, "best_trial": best.number,
+              "n_trials": len(trials), "train_shard": train_shard, "storage": url, "trials": trials}  # fmt: skip
+    (out / "search.json").write_text(json.dumps(record, indent=1))
+    if retrain:
+        overrides = [f"{k}={json.dumps(v)}" for k, v in best.params.items()]
+        overrides += [f"output={out / 'best'}", "overwrite=true", "data.train_shard=null"]
+        final = train(_with(cfg, overrides))
+        shutil.copyfile(out / "search.json", final.run_dir / "search.json")
+        result.best_run = final.run_dir
+    return result
+
+
+def _slots_taken(study: Any, before: int | None) -> int:
+    """Trials that used (or are using) a slot of the budget: finished, pruned, or running with a lower number.
+
+    Trial numbers come from the storage atomically, so when two workers race for the last slot the one with the
+    higher number sees the other and steps back: every budgeted trial runs exactly once.
+    """
+    import optuna
+
+    state = optuna.trial.TrialState
+    taken = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("over_budget") or t.number == before:
+            continue
+        if t.state in (state.COMPLETE, state.PRUNED) or (
+            t.state == state.RUNNING and (before is None or t.number < before)
+        ):
+            taken += 1
+    return taken
+
+
+# ------------------------------------------------------------------------------------------- several seeds
+
+
+def bootstrap_ci(values: list[float], n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean of ``values``."""
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(n_resamples, len(arr)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def seed_summary(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Mean, sample std and bootstrap 95% CI of every metric across seeds."""
+    summary = {}
+    for name in per_seed[0]:
+        values = [m[name] for m in per_seed]
+        low, high = bootstrap_ci(values)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        summary[name] = {"mean": float(np.mean(values)), "std": std, "ci95": [low, high], "values": values}
+    return summary
+
+
+def train_seeds(cfg: RunConfig, n_seeds: int) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """The same config over seeds ``cfg.seed, cfg.seed+1, ...``: runs in ``<output>/seed-N``, summary in
+    ``<output>/metrics.json``. Returns the folder and the summary of the first evaluation split."""
+    from seqtune.runfolder import check_run_dir, default_output
+    from seqtune.training import train
+
+    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    check_run_dir(out, overwrite=cfg.overwrite, resume=False)
+    per_seed, runs = [], []
+    for i in range(n_seeds):
+        seed = cfg.seed + i
+        result = train(_with(cfg, [f"seed={seed}", f"output={out / f'seed-{seed}'}", "overwrite=true"]))
+        split = result.task.eval_splits[0]
+        per_seed.append(result.best["metrics"][split])
+        runs.append(str(result.run_dir))
+    summary = seed_summary(per_seed)
+    (out / "metrics.json").write_text(json.dumps({"seeds": n_seeds, "runs": runs, "summary": summary}, indent=1))
+    return out, summary

@@ -1,0 +1,62 @@
+"""Fast inference paths give the plain path's answers: length-sorted batches, bf16 autocast, precision choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import DatasetDict
+from transformers import AutoModelForSequenceClassification
+
+from seqtune import inference
+from seqtune.batching import Collator
+from seqtune.encoding import tokenize
+from seqtune.modeling import load_tokenizer
+from seqtune.predict import _raw_dataset
+from seqtune.tasks import get_task
+
+SENTENCES = [
+    "a cat sat on the mat",
+    "dogs",
+    "the quick brown fox jumps over the lazy dog while the bird sings in the tall tree",
+    "one two three four five",
+    "short one",
+    "a somewhat longer sentence with a few more words in it than most",
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    task = get_task("sst2")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    raw = _raw_dataset(task, SENTENCES * 4, None)
+    encoded = tokenize(DatasetDict(x=raw), task, tokenizer, 64, cache=False, show_progress=False)["x"]
+    return model, tokenizer, encoded
+
+
+def test_sorted_padded_batches_equal_one_at_a_time(setup):
+    model, tokenizer, encoded = setup
+    batched = inference.infer_logits(model, encoded, Collator(tokenizer), 8, torch.device("cpu"))
+    single = inference.infer_logits(model, encoded, Collator(tokenizer), 1, torch.device("cpu"))
+    np.testing.assert_allclose(batched, single, atol=1e-5)  # padding and order change nothing
+    assert not np.allclose(batched[0], batched[2])  # and the rows really differ
+
+
+def test_bf16_autocast_agrees_with_fp32(setup):
+    model, tokenizer, encoded = setup
+    fp32 = inference.infer_logits(model, encoded, Collator(tokenizer), 8, torch.device("cpu"), "fp32")
+    bf16 = inference.infer_logits(model, encoded, Collator(tokenizer), 8, torch.device("cpu"), "bf16")
+    assert not np.array_equal(fp32, bf16)  # bf16 really ran
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    assert (bf16.argmax(-1) == fp32.argmax(-1)).mean() >= 0.9
+
+
+def test_auto_precision_uses_bf16_only_where_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "bf16_supported", lambda device: False)
+    assert inference.resolve_precision("auto", cpu) == "fp32"
+    assert inference.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept
+    monkeypatch.setattr(inference, "bf16_supported", lambda device: True)
+    assert inference.resolve_precision("auto", cpu) == "bf16"
+    assert inference.resolve_precision("fp32", cpu) == "fp32"

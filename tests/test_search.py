@@ -1,0 +1,139 @@
+"""Hyperparameter search (Optuna) and multi-seed runs, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from seqtune import load_config
+from seqtune.cli import main
+from seqtune.errors import SeqtuneError
+from seqtune.search import bootstrap_ci, check_space, load_space, search, seed_summary
+
+SPACE = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}}
+
+
+def _cfg(tiny_model_dir, toy_csv, out, *extra):
+    return load_config(None, [f"model.name={tiny_model_dir}", f"data.train_file={toy_csv}", f"output={out}",
+                              "quiet=true", "model.max_length=32", "train.epochs=2", *extra])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"train.lrr": {"type": "float", "low": 1, "high": 2}}, "unknown parameter 'train.lrr'"),
+        ({"train.lr": {"type": "float", "low": 0.1, "high": 0.01}}, "'train.lr' has low 0.1 > high 0.01; swap them"),
+        ({"train.batch_size": {"type": "categorical", "choices": []}}, "'train.batch_size' has no choices"),
+        ({"train.lr": {"type": "gaussian"}}, "'train.lr' needs a type, one of float, int, categorical"),
+        ({"train.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log-scaled, so low must be > 0"),
+    ],
+)
+def test_bad_search_spaces_name_the_key(space, message):
+    with pytest.raises(SeqtuneError, match=re.escape(message)):
+        check_space(space)
+
+
+def test_bad_space_file_through_the_cli_exits_2(tmp_path, capsys):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"train.epochs": {"type": "int", "low": 5, "high": 2}}))
+    assert main(["search", "mrpc", "--space", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'train.epochs' has low 5 > high 2" in err[0]
+    assert load_space(None)["train.lr"]["log"] is True
+
+
+def test_seed_summary_mean_std_and_bootstrap():
+    summary = seed_summary([{"acc": 0.80}, {"acc": 0.84}, {"acc": 0.82}])
+    acc = summary["acc"]
+    assert acc["mean"] == pytest.approx(0.82)
+    assert acc["std"] == pytest.approx(0.02)  # sample std: sqrt((0.02^2 + 0.02^2 + 0) / 2)
+    low, high = acc["ci95"]
+    assert 0.80 <= low < 0.82 < high <= 0.84
+    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    wide = bootstrap_ci(list(np.linspace(0, 1, 5)))
+    assert wide[1] - wide[0] > 0.3
+
+
+def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp_path):
+    out = tmp_path / "search"
+    cfg = _cfg(tiny_model_dir, toy_csv, out)
+    result = search(cfg, n_trials=3, space=SPACE, train_shard=0.5)
+    assert len(result.trials) == 3 and {t["state"] for t in result.trials} <= {"COMPLETE", "PRUNED"}
+    assert (result.best_run / "model.safetensors").is_file() and (result.best_run / "task.json").is_file()
+    record = json.loads((result.best_run / "search.json").read_text())
+    assert record["best_params"] == result.best_params and record["train_shard"] == 0.5
+    assert record["best_value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
+    # the retrained model used the best lr on the full data
+    best_cfg = load_config(result.best_run / "config.yaml")
+    assert best_cfg.train.lr == pytest.approx(result.best_params["train.lr"])
+    assert best_cfg.data.train_shard is None
+    assert not (out / "trials").exists() or not any((out / "trials").iterdir())  # trial weights cleaned up
+    # an interrupted/extended search resumes: only the missing trial runs
+    again = search(cfg, n_trials=4, space=SPACE, train_shard=0.5, retrain=False)
+    assert [t["number"] for t in again.trials] == [0, 1, 2, 3]
+
+
+def test_two_workers_share_one_study_without_running_a_trial_twice(tiny_model_dir, toy_csv, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "seqtune",
+                "search",
+                "--train-file",
+                str(toy_csv),
+                "--model",
+                str(tiny_model_dir),
+                "--max-length",
+                "32",
+                "--epochs",
+                "1",
+                "--trials",
+                "5",
+                "--storage",
+                storage,
+                "--no-retrain",
+                "--output",
+                str(tmp_path / f"worker{i}"),
+                "--quiet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    import optuna
+
+    study = optuna.load_study(study_name="seqtune", storage=storage)
+    ran = [t for t in study.trials if not t.user_attrs.get("over_budget")]
+    assert len(ran) == 5  # the budget, exactly
+    assert len({t.number for t in ran}) == 5
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in ran)
+    by_worker = [json.loads((tmp_path / f"worker{i}" / "search.json").read_text()) for i in range(2)]
+    assert all(len(r["trials"]) == 5 for r in by_worker)  # both see the whole study at the end
+
+
+def test_train_with_seeds_reports_mean_std_ci(tiny_model_dir, toy_csv, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    code = main(["train", "--train-file", str(toy_csv), "--model", str(tiny_model_dir), "--max-length", "32",
+                 "--epochs", "1", "--output", str(out), "--quiet", "--seeds", "3"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"accuracy: \d\.\d{4} \+- \d\.\d{4} \(95% CI \d\.\d{4}-\d\.\d{4}\)", printed)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seeds"] == 3 and len(metrics["runs"]) == 3
+    per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+                for s in (42, 43, 44)]  # fmt: skip
+    assert metrics["summary"]["accuracy"]["values"] == [m["accuracy"] for m in per_seed]
