@@ -264,3 +264,18 @@ def test_pieces_plug_into_a_hugging_face_trainer(tiny_model_dir, mini_glue, tmp_
     trainer.train()
     metrics = trainer.evaluate()
     assert {"eval_accuracy", "eval_f1", "eval_combined_score"} <= set(metrics)
+
+
+def test_report_to_tensorboard_writes_event_files(tiny_model_dir, toy_csv, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_model_dir, out, f"data.train_file={toy_csv}", "train.epochs=2", "train.log_every=2",
+               "train.report_to=tensorboard"))  # fmt: skip
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/tokens_per_second", "validation/accuracy"} <= tags
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    logged = [(e.step, e.value) for e in events.Scalars("validation/accuracy")]
+    assert logged == [(h["step"], pytest.approx(h["metrics"]["validation"]["accuracy"])) for h in history]

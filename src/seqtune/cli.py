@@ -35,6 +35,7 @@ TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
     "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
     "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
     "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),
+    "--report-to": ("train.report_to", str, "also log to tensorboard (<run>/tensorboard)"),
     "--output": ("output", str, "run folder (default runs/<task>-<time>)"),
     "--seed": ("seed", int, "random seed"),
     "--resume-from": ("resume_from", str, "checkpoint folder to continue from"),

@@ -106,6 +106,8 @@ class TrainConfig:
     """Stop after this many optimizer steps (overrides ``epochs`` for the schedule)."""
     log_every: int = 10
     """Write a line to ``train_log.jsonl`` every N optimizer steps."""
+    report_to: str | None = None
+    """Also log to ``tensorboard`` (event files in ``<run>/tensorboard``); ``train_log.jsonl`` is always written."""
     num_threads: int | None = None
     """Torch intra-op threads on CPU; ``None`` = torch's default (all cores)."""
 
@@ -280,6 +282,8 @@ def validate(cfg: RunConfig) -> list[str]:
         problems.append(f"data.train_shard: expected a share in (0, 1], found {d.train_shard}")
     if isinstance(d.validation_fraction, float) and not 0 < d.validation_fraction < 1:
         problems.append(f"data.validation_fraction: expected a number in (0, 1), found {d.validation_fraction}")
+    if t.report_to not in (None, "tensorboard"):
+        problems.append(f"train.report_to: expected tensorboard or null, found '{t.report_to}'")
     if t.precision not in PRECISIONS:
         problems.append(f"train.precision: expected one of {', '.join(PRECISIONS)}, found '{t.precision}'")
     if d.problem_type not in PROBLEM_TYPES:

@@ -36,6 +36,7 @@ from seqtune.modeling import load_model, load_tokenizer, model_max_length, resol
 from seqtune.progress import Reporter, hf_progress
 from seqtune.report import write_report
 from seqtune.tasks import TaskSpec, get_task
+from seqtune.tracking import Tracker
 
 
 @dataclass
@@ -208,6 +209,8 @@ def train(
         f"lr {t.lr:g}, {device.type} {precision}, max_length {max_length} -> {run_dir}"
     )
 
+    tracker = Tracker(run_dir, t.report_to)
+
     def evaluate_and_checkpoint(bar) -> bool:
         """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop."""
         metrics, logits = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision, bar)
@@ -220,6 +223,7 @@ def train(
             "metrics": metrics,
         }
         state["history"].append(entry)
+        tracker.log_eval(state["step"], metrics)
         improved = is_better(task, score, state["best"]["score"] if state["best"] else None)
         if improved:
             state["best"] = {**entry, "score": score}
@@ -266,7 +270,7 @@ def train(
                 window_loss, window_n = window_loss + step_loss, window_n + 1
                 if state["step"] % t.log_every == 0 or state["step"] == total_steps:
                     record = _log_record(state, steps_per_epoch, window_loss / window_n, scheduler.get_last_lr()[0])
-                    runfolder.append_log(run_dir, record)
+                    tracker.log(record)
                     window_loss, window_n = 0.0, 0
                     if bar is not None:
                         status = (
@@ -293,11 +297,13 @@ def train(
                             f"stopped at step {state['step']} ({signals.received}); checkpoint saved. Continue with: "
                             f"seqtune train --resume --output {run_dir}"
                         )
+                    tracker.close()
                     return _result(run_dir, task, state, completed=False)
             if state["batch_in_epoch"] >= len(order):
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
 
+    tracker.close()
     unwrapped = accelerator.unwrap_model(model)
     return _finish(run_dir, cfg, task, state, unwrapped, tokenizer, device, precision, reporter, lengths, max_length)
 
