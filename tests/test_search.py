@@ -80,7 +80,10 @@ def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp
 
 
 def test_two_workers_share_one_study_without_running_a_trial_twice(tiny_model_dir, toy_csv, tmp_path):
+    import optuna
+
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="seqtune", storage=storage, direction="maximize")  # as the README advises
     procs = [
         subprocess.Popen(
             [
@@ -114,8 +117,6 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(tiny_model_di
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    import optuna
-
     study = optuna.load_study(study_name="seqtune", storage=storage)
     ran = [t for t in study.trials if not t.user_attrs.get("over_budget")]
     assert len(ran) == 5  # the budget, exactly

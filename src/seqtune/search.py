@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import shutil
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,19 +143,10 @@ def search(
     out = Path(cfg.output or "runs/search")
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{out.resolve() / 'study.db'}"
-    # Heartbeats let a resumed search mark the trials of a killed worker as failed instead of running forever.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
-    storage_obj = optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60)
     greater = get_task(cfg.task).greater_is_better if cfg.task else True
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage_obj,
-        load_if_exists=True,
-        direction="maximize" if greater else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-    )
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
+    study = _open_study(optuna, url, study_name, "maximize" if greater else "minimize", cfg.seed)
 
     def objective(trial: optuna.Trial) -> float:
         if _slots_taken(study, trial.number) >= n_trials:  # other workers took the last slots first
@@ -206,6 +198,30 @@ def search(
         shutil.copyfile(out / "search.json", final.run_dir / "search.json")
         result.best_run = final.run_dir
     return result
+
+
+def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> Any:
+    """Create or load the study. Workers starting together can race to create the storage's tables; the loser
+    retries and then finds them."""
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            # Heartbeats let a resumed search mark the trials of a killed worker failed instead of running forever.
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60)
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                load_if_exists=True,
+                direction=direction,
+                sampler=optuna.samplers.TPESampler(seed=seed),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _slots_taken(study: Any, before: int | None) -> int:
