@@ -67,8 +67,11 @@ def save_checkpoint(
     scheduler: Any,
     loop_state: dict[str, Any],
     keep: int,
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-<step>`` atomically and prune all but the newest ``keep``.
+
+    ``rank_rngs``: in a distributed run, every process's RNG state in rank order (``rng-rank<N>.pt`` each).
 
     A failed write (disk full, ...) removes its half-written folder and raises `SeqtuneError`; the checkpoints
     written before stay as they were.
@@ -85,6 +88,9 @@ def save_checkpoint(
         for name, obj in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict())):
             _torch_save(obj, tmp / name)
         _torch_save(rng_state(), tmp / "rng.pt")
+        for rank, state in enumerate(rank_rngs or []):
+            if rank:  # rank 0's is rng.pt, as in a single-process run
+                _torch_save(state, tmp / f"rng-rank{rank}.pt")
         (tmp / "state.json").write_text(json.dumps(loop_state, indent=1))
         for f in tmp.iterdir():
             with f.open("rb") as fh:
@@ -184,10 +190,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def saved_world_size(path: Path) -> int:
+    """How many processes trained the run that wrote this checkpoint."""
+    return int(json.loads((path / "state.json").read_text()).get("world_size", 1))
+
+
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0
 ) -> dict[str, Any]:
-    """Restore everything saved by `save_checkpoint`; returns the loop state.
+    """Restore everything saved by `save_checkpoint`; returns the loop state. ``rank``: whose RNG state to load.
 
     Tensors and plain containers only (``weights_only=True``): a file holding any other pickled object is
     refused, never executed.
@@ -195,7 +206,7 @@ def load_checkpoint(
     load_model(model, str(path / "model.safetensors"))
     optimizer.load_state_dict(_load(path / "optimizer.pt"))
     scheduler.load_state_dict(_load(path / "scheduler.pt"))
-    set_rng_state(_load(path / "rng.pt"))
+    set_rng_state(_load(path / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt")))
     return json.loads((path / "state.json").read_text())
 
 

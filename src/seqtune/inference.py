@@ -12,6 +12,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from seqtune.batching import Collator, sorted_order, take_rows
+from seqtune.distributed import World
 from seqtune.metrics import compute_metrics
 from seqtune.tasks import TaskSpec
 
@@ -84,17 +85,28 @@ def evaluate(
     device: torch.device,
     precision: str,
     bar: Any = None,
+    world: World | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """The task's metrics on each of its evaluation splits, and the logits behind them.
 
-    ``bar``: a rich Progress to show evaluation in.
+    ``bar``: a rich Progress to show evaluation in. ``world``: in a distributed run each process scores its
+    share of the rows and every process gets all the logits back, each row exactly once.
     """
     results, all_logits = {}, {}
     for split in task.eval_splits:
         ds = encoded[split]
         task_id = bar.add_task(f"eval {split}", total=len(ds), status="") if bar is not None else None
         on_batch = (lambda n, tid=task_id: bar.update(tid, advance=n)) if bar is not None else None
-        logits = infer_logits(model, ds, collator, batch_size, device, precision, on_batch)
+        if world is None or world.size == 1:
+            logits = infer_logits(model, ds, collator, batch_size, device, precision, on_batch)
+        else:
+            rows = world.split_rows(len(ds))
+            local = (
+                infer_logits(model, ds.select(rows), collator, batch_size, device, precision, on_batch)
+                if len(rows)
+                else np.empty((0, task.num_labels), dtype=np.float32)
+            )
+            logits = world.join_rows(len(ds), rows, local)
         if bar is not None:
             bar.remove_task(task_id)
         labels = np.asarray(ds["labels"])

@@ -12,12 +12,16 @@ TRACKERS = ("tensorboard",)
 
 
 class Tracker:
-    """Writes each log record and evaluation; TensorBoard event files go to ``<run>/tensorboard``."""
+    """Writes each log record and evaluation; TensorBoard event files go to ``<run>/tensorboard``.
 
-    def __init__(self, run_dir: Path, report_to: str | None = None):
+    ``enabled=False`` (the other processes of a distributed run) writes nothing.
+    """
+
+    def __init__(self, run_dir: Path, report_to: str | None = None, enabled: bool = True):
         self.run_dir = run_dir
+        self.enabled = enabled
         self.writer = None
-        if report_to == "tensorboard":
+        if report_to == "tensorboard" and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -27,6 +31,8 @@ class Tracker:
             self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         runfolder.append_log(self.run_dir, record)
         if self.writer is not None:
             for key in ("loss", "lr", "tokens_per_second"):

@@ -6,19 +6,17 @@ epoch (or every N steps), keeps the best checkpoint by the task's metric and wri
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from datasets import DatasetDict
-from safetensors.torch import load_model as load_weights
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from seqtune import checkpoint as ckpt
@@ -27,30 +25,17 @@ from seqtune.batching import Collator, length_grouped_order, random_order, take_
 from seqtune.checkpoint import StopSignals
 from seqtune.config import RunConfig
 from seqtune.data import load_custom, load_glue, select_samples
+from seqtune.distributed import launch_world, step_share
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import autocast, evaluate, resolve_precision
 from seqtune.losses import class_weights, loss_sum
 from seqtune.metrics import is_better
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
-from seqtune.progress import Reporter, hf_progress
-from seqtune.report import write_report
+from seqtune.outcome import TrainResult, finish, result
+from seqtune.progress import Reporter
 from seqtune.tasks import TaskSpec, get_task
 from seqtune.tracking import Tracker
-
-
-@dataclass
-class TrainResult:
-    """What a run produced. ``best`` holds the step, epoch and per-split metrics of the kept checkpoint."""
-
-    run_dir: Path
-    task: TaskSpec
-    best: dict[str, Any] | None
-    history: list[dict[str, Any]]
-    completed: bool
-    train_seconds: float
-    tokens_per_second: float
-
 
 # ------------------------------------------------------------------------------------------------ setup steps
 
@@ -133,6 +118,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune as configured and write the run folder.
 
+    Runs unchanged under ``torchrun`` / ``accelerate launch``: ``train.batch_size`` is then per process, each
+    process trains on its share of every step, and only the main process writes (see `seqtune.distributed`).
+
     Args:
         cfg: the run configuration (see `seqtune.config`).
         stop_after_steps: save a checkpoint and return after this many optimizer steps in this call, as a
@@ -145,12 +133,15 @@ def train(
         >>> result = train(load_config(None, ["task=mrpc", "data.data_dir=../shared/glue"]))  # doctest: +SKIP
         >>> result.best["metrics"]["validation"]["accuracy"]  # doctest: +SKIP
     """
+    world = launch_world()
+    accelerator, device = world.accelerator, world.accelerator.device
     run_dir, resume_from = _prepare_dir(cfg)
+    world.barrier()  # every process has checked the folder before the main one writes into it
     if resume_from is not None and (run_dir / "config.yaml").is_file():
         quiet = cfg.quiet
         cfg = runfolder.load_run_config(run_dir)  # a resumed run continues with the settings it started with
         cfg.quiet = quiet
-    reporter = Reporter(cfg.quiet)
+    reporter = Reporter(cfg.quiet, enabled=world.is_main)
     set_seed(cfg.seed)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -160,7 +151,8 @@ def train(
     model_path = resolve_model(
         cfg.model.name, need_weights=not cfg.model.from_scratch, allow_pickle=cfg.model.allow_pickle
     )
-    tokenizer, encoded, max_length = setup_encoded(cfg, task, raw, model_path, reporter)
+    with accelerator.main_process_first():  # one process fills the tokenization cache, the others then read it
+        tokenizer, encoded, max_length = setup_encoded(cfg, task, raw, model_path, reporter)
     model = load_model(
         model_path,
         task,
@@ -169,19 +161,20 @@ def train(
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
     )
-    accelerator = Accelerator()
-    device = accelerator.device
+    if world.size > 1:
+        torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     precision = resolve_precision(t.precision, device)
     model = accelerator.prepare(model)
     optimizer = setup_optimizer(model, cfg, device)
     train_ds = encoded["train"]
     lengths = train_ds["length"]
-    step_size = t.batch_size * t.grad_accum  # examples per optimizer step
+    step_size = t.batch_size * world.size * t.grad_accum  # examples per optimizer step, over all processes
     steps_per_epoch = math.ceil(len(train_ds) / step_size)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     collator = Collator(tokenizer, t.pad_to_multiple_of, max_length if t.fixed_length else None)
     weights = class_weights(task, train_ds["labels"]).to(device) if t.class_weights and task.num_labels > 1 else None
+    distributed = {**world.describe(t.batch_size, t.grad_accum), "lr": t.lr}
 
     state: dict[str, Any] = {
         "step": 0,
@@ -193,27 +186,43 @@ def train(
         "tokens": 0,
         "train_seconds": 0.0,
         "padded_tokens": 0,
+        "world_size": world.size,
     }
     if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
-        runfolder.trim_log(run_dir, state["step"])  # drop lines the interrupted session logged after the checkpoint
+        world.check_resume(ckpt.saved_world_size(resume_from), resume_from)
+        state = ckpt.load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler, world.rank)
+        if world.is_main:
+            runfolder.trim_log(run_dir, state["step"])  # drop lines logged after the checkpoint
         reporter.info(f"resumed from {resume_from} at step {state['step']}")
-    else:
+    elif world.is_main:
         if cfg.overwrite and run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.output = str(run_dir)
         cfg.save(run_dir / "config.yaml")
+    shape = f" ({t.batch_size} per process x {world.size} processes x {t.grad_accum} accumulation)"
     reporter.info(
-        f"{task.name}: {len(train_ds)} train examples, {total_steps} steps of {step_size}, "
-        f"lr {t.lr:g}, {device.type} {precision}, max_length {max_length} -> {run_dir}"
+        f"{task.name}: {len(train_ds)} train examples, {total_steps} steps of {step_size}"
+        f"{shape if world.size > 1 else ''}, lr {t.lr:g}, {device.type} {precision}, max_length {max_length} "
+        f"-> {run_dir}"
     )
 
-    tracker = Tracker(run_dir, t.report_to)
+    tracker = Tracker(run_dir, t.report_to, enabled=world.is_main)
+
+    def save_checkpoint() -> None:
+        """Every process's RNG state goes in (exact resume); only the main process writes."""
+        rngs = world.gather(ckpt.rng_state()) if world.size > 1 else None
+        if world.is_main:
+            unwrapped = accelerator.unwrap_model(model)
+            ckpt.save_checkpoint(
+                run_dir, state["step"], unwrapped, optimizer, scheduler, state, t.keep_checkpoints, rngs
+            )
+        world.barrier()
 
     def evaluate_and_checkpoint(bar) -> bool:
         """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop."""
-        metrics, logits = evaluate(model, encoded, task, collator, t.eval_batch_size, device, precision, bar)
+        unwrapped = accelerator.unwrap_model(model)
+        metrics, logits = evaluate(unwrapped, encoded, task, collator, t.eval_batch_size, device, precision, bar, world)
         model.train()
         score = metrics[task.eval_splits[0]][task.selection_metric]
         entry = {
@@ -228,19 +237,17 @@ def train(
         if improved:
             state["best"] = {**entry, "score": score}
             state["bad_evals"] = 0
-            # The best checkpoint's dev predictions, for reports (confusion matrix, calibration) without a re-run.
-            arrays = {f"{split}/logits": v for split, v in logits.items()}
-            arrays |= {f"{split}/labels": np.asarray(encoded[split]["labels"]) for split in logits}
-            ckpt.save_best(run_dir / ckpt.CHECKPOINTS / "best", accelerator.unwrap_model(model), arrays, run_dir)
+            if world.is_main:  # the best checkpoint's dev predictions, for reports without a re-run
+                arrays = {f"{split}/logits": v for split, v in logits.items()}
+                arrays |= {f"{split}/labels": np.asarray(encoded[split]["labels"]) for split in logits}
+                ckpt.save_best(run_dir / ckpt.CHECKPOINTS / "best", unwrapped, arrays, run_dir)
         else:
             state["bad_evals"] += 1
         if on_evaluate is not None:
             on_evaluate(len(state["history"]) - 1, score)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics[task.eval_splits[0]].items())
         reporter.info(f"step {state['step']} eval: {shown}{'  (best)' if improved else ''}")
-        ckpt.save_checkpoint(
-            run_dir, state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state, t.keep_checkpoints
-        )
+        save_checkpoint()
         return bool(t.early_stopping_patience and state["bad_evals"] >= t.early_stopping_patience)
 
     model.train()
@@ -254,17 +261,20 @@ def train(
             )
             while state["batch_in_epoch"] < len(order) and state["step"] < total_steps:
                 step_started = time.perf_counter()
-                step_loss, tokens, padded = train_step(
-                    model, train_ds, order[state["batch_in_epoch"]], collator, task, weights, t, accelerator, precision
-                )
+                idxs, weight = step_share(world, order[state["batch_in_epoch"]])
+                local = train_step(model, train_ds, idxs, weight, collator, task, weights, t, accelerator, precision)
+                # one all-reduce per step (none alone): global loss and token counts, and whether any process
+                # was asked to stop, so all of them stop at the same step
+                step_loss, tokens, padded, stop = world.sum([*local, 1.0 if signals.received else 0.0])
+                step_loss /= world.size
                 ckpt.check_loss(step_loss, state["step"] + 1, run_dir)  # NaN/inf: stop before it reaches the weights
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
-                state["tokens"] += tokens
-                state["padded_tokens"] += padded
+                state["tokens"] += int(tokens)
+                state["padded_tokens"] += int(padded)
                 state["train_seconds"] += time.perf_counter() - step_started  # evaluation time not included
                 session_steps += 1
                 window_loss, window_n = window_loss + step_loss, window_n + 1
@@ -286,49 +296,57 @@ def train(
                     if stopped_early:
                         reporter.info(f"early stopping: no improvement in {t.early_stopping_patience} evaluations")
                         break
-                interrupted = signals.received or (stop_after_steps is not None and session_steps >= stop_after_steps)
+                interrupted = stop > 0 or (stop_after_steps is not None and session_steps >= stop_after_steps)
                 if interrupted and state["step"] < total_steps:
-                    unwrapped = accelerator.unwrap_model(model)
-                    ckpt.save_checkpoint(
-                        run_dir, state["step"], unwrapped, optimizer, scheduler, state, t.keep_checkpoints
-                    )
-                    if signals.received:
+                    save_checkpoint()
+                    if stop > 0:
                         reporter.summary(
-                            f"stopped at step {state['step']} ({signals.received}); checkpoint saved. Continue with: "
-                            f"seqtune train --resume --output {run_dir}"
+                            f"stopped at step {state['step']} ({signals.received or 'signal'}); checkpoint saved. "
+                            f"Continue with: seqtune train --resume --output {run_dir}"
                         )
                     tracker.close()
-                    return _result(run_dir, task, state, completed=False)
+                    return result(run_dir, task, state, completed=False)
             if state["batch_in_epoch"] >= len(order):
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
 
     tracker.close()
-    unwrapped = accelerator.unwrap_model(model)
-    return _finish(run_dir, cfg, task, state, unwrapped, tokenizer, device, precision, reporter, lengths, max_length)
+    done = result(run_dir, task, state, completed=True)
+    if world.is_main:
+        unwrapped = accelerator.unwrap_model(model)
+        args = (tokenizer, device, precision, reporter, lengths, max_length, distributed)
+        done = finish(run_dir, cfg, task, state, unwrapped, *args)
+    world.barrier()
+    return done
 
 
-def train_step(model, train_ds, idxs, collator, task, weights, t, accelerator, precision) -> tuple[float, int, int]:
-    """Forward and backward over one optimizer step's examples, in micro-batches of ``t.batch_size``.
+def train_step(model, train_ds, idxs, weight, collator, task, weights, t, accelerator, precision) -> list[float]:
+    """Forward and backward over this process's examples of one optimizer step, in micro-batches of
+    ``t.batch_size``; each example's loss counts ``weight`` (see `step_share`).
 
-    Returns the step's mean loss, the real tokens and the padded token slots it processed. The optimizer step
+    Returns the step's weighted loss, the real tokens and the padded token slots it processed. The optimizer step
     itself is the caller's, so gradient accumulation stays visible in the loop.
     """
     loss_total, tokens, padded = 0.0, 0, 0
-    for start in range(0, len(idxs), t.batch_size):
+    starts = range(0, len(idxs), t.batch_size)
+    for start in starts:
         batch = collator(take_rows(train_ds, idxs[start : start + t.batch_size]))
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        with autocast(accelerator.device, precision):
-            logits = model(**batch).logits
-        loss = loss_sum(task, logits, labels, weights) / len(idxs)
-        accelerator.backward(loss)
+        # DDP all-reduces gradients on the last micro-batch only; accumulating ones skip the communication
+        sync = contextlib.nullcontext() if start == starts[-1] else accelerator.no_sync(model)
+        with sync:
+            with autocast(accelerator.device, precision):
+                logits = model(**batch).logits
+            loss = loss_sum(task, logits, labels, weights) * weight
+            accelerator.backward(loss)
         loss_total += loss.item()  # a sync point, once per micro-batch: cheap next to the backward pass
-        tokens += int(batch["attention_mask"].sum())
-        padded += batch["attention_mask"].numel()
+        if weight:
+            tokens += int(batch["attention_mask"].sum())
+            padded += batch["attention_mask"].numel()
     if t.max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-    return loss_total, tokens, padded
+    return [loss_total, tokens, padded]
 
 
 def _log_record(state: dict[str, Any], steps_per_epoch: int, loss: float, lr: float) -> dict[str, Any]:
@@ -341,56 +359,3 @@ def _log_record(state: dict[str, Any], steps_per_epoch: int, loss: float, lr: fl
         "tokens_per_second": state["tokens"] / elapsed if elapsed else 0.0,
         "elapsed": elapsed,
     }
-
-
-def _result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: bool) -> TrainResult:
-    seconds = state["train_seconds"]
-    return TrainResult(
-        run_dir,
-        task,
-        state["best"],
-        state["history"],
-        completed,
-        seconds,
-        state["tokens"] / seconds if seconds else 0.0,
-    )
-
-
-def _finish(
-    run_dir, cfg, task, state, model, tokenizer, device, precision, reporter, lengths, max_length
-) -> TrainResult:
-    """Put the best weights in the run folder root with the tokenizer, metrics and model card."""
-    best_dir = run_dir / ckpt.CHECKPOINTS / "best"
-    if (best_dir / "model.safetensors").is_file():
-        load_weights(model, str(best_dir / "model.safetensors"))
-        shutil.copyfile(best_dir / runfolder.EVAL_PREDICTIONS, run_dir / runfolder.EVAL_PREDICTIONS)
-    with hf_progress(False):
-        model.save_pretrained(run_dir)
-        tokenizer.save_pretrained(run_dir)
-    metrics = {
-        "task": task.name,
-        "selection_metric": task.selection_metric,
-        "best": state["best"],
-        "history": state["history"],
-        "train_seconds": state["train_seconds"],
-        "tokens_per_second": state["tokens"] / state["train_seconds"] if state["train_seconds"] else 0.0,
-        "padding_share": 1 - state["tokens"] / state["padded_tokens"] if state["padded_tokens"] else 0.0,
-        "device": device.type,
-        "precision": precision,
-        # examples per token length (index = length), for the report's length histogram
-        "train_length_counts": np.bincount(np.asarray(lengths)).tolist(),
-        "max_length": max_length,
-        "environment": runfolder.environment(),
-    }
-    runfolder.write_metrics(run_dir, metrics)
-    runfolder.write_model_card(run_dir, cfg, task, metrics)
-    write_report(run_dir)
-    runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
-    shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
-    result = _result(run_dir, task, state, completed=True)
-    best = state["best"]["metrics"][task.eval_splits[0]] if state["best"] else {}
-    shown = " ".join(f"{k}={v:.4f}" for k, v in best.items())
-    reporter.summary(
-        f"{task.name} done in {result.train_seconds:.0f}s ({result.tokens_per_second:,.0f} tok/s): {shown} -> {run_dir}"
-    )
-    return result

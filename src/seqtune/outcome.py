@@ -1,0 +1,87 @@
+"""The end of a training run: the result object, and the finished run folder (best weights, metrics, report)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_model as load_weights
+
+from seqtune import checkpoint as ckpt
+from seqtune import runfolder
+from seqtune.progress import hf_progress
+from seqtune.report import write_report
+from seqtune.tasks import TaskSpec
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``best`` holds the step, epoch and per-split metrics of the kept checkpoint."""
+
+    run_dir: Path
+    task: TaskSpec
+    best: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    completed: bool
+    train_seconds: float
+    tokens_per_second: float
+
+
+def result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: bool) -> TrainResult:
+    seconds = state["train_seconds"]
+    return TrainResult(
+        run_dir,
+        task,
+        state["best"],
+        state["history"],
+        completed,
+        seconds,
+        state["tokens"] / seconds if seconds else 0.0,
+    )
+
+
+def finish(
+    run_dir, cfg, task, state, model, tokenizer, device, precision, reporter, lengths, max_length, distributed
+) -> TrainResult:
+    """Put the best weights in the run folder root with the tokenizer, metrics and model card.
+
+    ``distributed``: the world the run trained in (processes, per-device and global batch, learning rate).
+    """
+    best_dir = run_dir / ckpt.CHECKPOINTS / "best"
+    if (best_dir / "model.safetensors").is_file():
+        load_weights(model, str(best_dir / "model.safetensors"))
+        shutil.copyfile(best_dir / runfolder.EVAL_PREDICTIONS, run_dir / runfolder.EVAL_PREDICTIONS)
+    with hf_progress(False):
+        model.save_pretrained(run_dir)
+        tokenizer.save_pretrained(run_dir)
+    metrics = {
+        "task": task.name,
+        "selection_metric": task.selection_metric,
+        "best": state["best"],
+        "history": state["history"],
+        "train_seconds": state["train_seconds"],
+        "tokens_per_second": state["tokens"] / state["train_seconds"] if state["train_seconds"] else 0.0,
+        "padding_share": 1 - state["tokens"] / state["padded_tokens"] if state["padded_tokens"] else 0.0,
+        "device": device.type,
+        "precision": precision,
+        "distributed": distributed,
+        # examples per token length (index = length), for the report's length histogram
+        "train_length_counts": np.bincount(np.asarray(lengths)).tolist(),
+        "max_length": max_length,
+        "environment": runfolder.environment(),
+    }
+    runfolder.write_metrics(run_dir, metrics)
+    runfolder.write_model_card(run_dir, cfg, task, metrics)
+    write_report(run_dir)
+    runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
+    shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
+    done = result(run_dir, task, state, completed=True)
+    best = state["best"]["metrics"][task.eval_splits[0]] if state["best"] else {}
+    shown = " ".join(f"{k}={v:.4f}" for k, v in best.items())
+    reporter.summary(
+        f"{task.name} done in {done.train_seconds:.0f}s ({done.tokens_per_second:,.0f} tok/s): {shown} -> {run_dir}"
+    )
+    return done
