@@ -164,6 +164,19 @@ def test_unknown_config_key_override(capsys, tiny_model_dir, out, toy_csv):
     _assert_nothing_written(out)
 
 
+def test_overrides_after_a_task_and_flags_still_apply(capsys, out):
+    code, _, err = run_cli(capsys, "train", "mrpc", "--epochs", "1", "train.batch_szie=3", "--output", out)
+    assert_clean_error(code, err, "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)")
+    _assert_nothing_written(out)
+
+
+def test_unrecognized_argument_points_at_the_right_help(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "predict", tmp_path, "--text", "hi", "a=b")
+    assert_clean_error(code, err, "unrecognized arguments: a=b (see seqtune --help)")
+    code, _, err = run_cli(capsys, "train", "--epochs", "x")
+    assert_clean_error(code, err, "argument --epochs: invalid float value: 'x' (see seqtune train --help)")
+
+
 def test_several_config_problems_in_one_line(capsys, tiny_model_dir, out, toy_csv):
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", toy_csv, "train.batch_szie=3", "seed=x")
     assert_clean_error(

@@ -114,7 +114,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"seqtune: error: {message} (see seqtune {self.prog.split()[-1]} --help)\n")
+        command = self.prog.split()[-1]
+        self.exit(
+            2, f"seqtune: error: {message} (see {'seqtune' if command == 'seqtune' else 'seqtune ' + command} --help)\n"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +241,16 @@ def _run_report(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `seqtune` console script; returns the exit code (2 for bad input)."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        ns, extra = parser.parse_known_args(argv)
+        if extra:  # key=value overrides may also follow the flags: `seqtune train mrpc --epochs 2 train.lr=3e-5`
+            if ns.command in ("train", "search") and all("=" in a and not a.startswith("-") for a in extra):
+                ns.args = [*ns.args, *extra]
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0), as a return code like everything else
+        return exc.code if isinstance(exc.code, int) else 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
