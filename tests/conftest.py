@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run `seqtune` in this process (a fresh interpreter costs seconds of imports): (exit code, stdout, stderr)."""
+    from seqtune.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, fragment: str) -> str:
+    """Exit code 2, and stderr is exactly one `seqtune: error:` line holding ``fragment``."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.endswith("\n") and err.count("\n") == 1, f"expected one line on stderr, got:\n{err}"
+    assert err.startswith("seqtune: error: "), err
+    assert re.search(re.escape(fragment), err), f"{fragment!r} not in {err!r}"
+    return err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes, to prove a failing command changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_nothing_written(out: Path) -> None:
+    """A failed `train` left no run folder: neither ``out`` nor a default ``runs/`` beside it (the test's cwd)."""
+    assert not out.exists()
+    assert not (out.parent / "runs").exists()
+
 
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
 
