@@ -145,3 +145,28 @@ def mini_glue(tmp_path) -> Path:
     )
     (root / "MRPC" / "test.tsv").write_text(test)
     return root
+
+
+def interrupt_training(model_dir: Path, tmp_path: Path, sig: int) -> tuple[int, str, str, Path]:
+    """Start a tiny `seqtune train` process, send it ``sig`` once it has logged, and wait for it to stop.
+
+    Returns (exit code, stdout, stderr, run folder). A real process, because signals are what is tested.
+    """
+    import subprocess
+    import sys
+    import time
+
+    data = write_csv(tmp_path / "big.csv", make_rows(96) * 20)  # long enough that the signal lands mid-run
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "seqtune", "train", "--train-file", str(data), "--model", str(model_dir),
+           "--max-length", "32", "--batch-size", "4", "--epochs", "5", "--output", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2):  # training is under way
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr, out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_rows, write_csv
+from conftest import interrupt_training, make_rows, write_csv
 from safetensors.torch import load_file
 
 from seqtune import load_config
@@ -210,25 +210,9 @@ def test_early_stopping_stops(tiny_model_dir, toy_csv, tmp_path):
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_model_dir, tmp_path):
     """Ctrl-C mid-run: the loop stops after the step, saves a checkpoint, prints the resume command, exits 0."""
     import signal
-    import subprocess
-    import sys
-    import time
 
-    rows = make_rows(96) * 20  # long enough that the signal lands mid-run
-    data = write_csv(tmp_path / "big.csv", rows)
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "seqtune", "train", "--train-file", str(data), "--model", str(tiny_model_dir),
-           "--max-length", "32", "--batch-size", "4", "--epochs", "5", "--output", str(out), "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = out / "train_log.jsonl"
-    deadline = time.monotonic() + 120
-    while not (log.is_file() and log.read_text().count("\n") >= 2):  # training is under way
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    code, stdout, stderr, out = interrupt_training(tiny_model_dir, tmp_path, signal.SIGINT)
+    assert code == 0, stderr
     assert "checkpoint saved. Continue with: seqtune train --resume --output" in stdout
     from seqtune.checkpoint import latest_checkpoint
 
