@@ -337,9 +337,14 @@ def test_predict_bad_input_creates_no_output(capsys, bad_run, cached_runs, tmp_p
     assert not (tmp_path / "sub").exists()
 
 
-def test_eval_input_rejects_data_dir_too(capsys, bad_run, tmp_path):
+def test_eval_input_flags(capsys, bad_run, cached_runs, tmp_path):
     code, _, err = run_cli(capsys, "eval", bad_run, "--input", CLEAN, "--data-dir", tmp_path)
     assert_clean_error(code, err, "eval takes either --input FILE or --data-dir DIR, not both")
+    code, _, err = run_cli(capsys, "eval", bad_run, "--input", CLEAN, "--max-eval-samples", 0)
+    assert_clean_error(code, err, "--max-eval-samples 0: expected at least 1 row")
+    code, out, err = run_cli(capsys, "eval", bad_run, "--input", CLEAN, "--max-eval-samples", 4)
+    assert code == 0, err
+    assert set(json.loads(out)[str(CLEAN)]) == {"accuracy", "f1", "f1_macro"}
 
 
 def test_corpus_is_small_and_complete():

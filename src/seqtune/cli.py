@@ -180,6 +180,8 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.command == "eval":
         if ns.input and ns.data_dir:
             raise SeqtuneError("eval takes either --input FILE or --data-dir DIR, not both")
+        if ns.max_eval_samples is not None and ns.max_eval_samples < 1:
+            raise SeqtuneError(f"--max-eval-samples {ns.max_eval_samples}: expected at least 1 row")
         run = P.load_run(ns.run_dir, allow_pickle=ns.allow_pickle)
         if ns.input:
             results = {ns.input: P.evaluate_file(run, ns.input, ns.max_eval_samples)}

@@ -15,6 +15,7 @@ from seqtune.readers import Table, clip
 
 
 def is_number(value: Any) -> bool:
+    """A finite number, or a string that reads as one (booleans are not numbers here)."""
     if isinstance(value, bool):
         return False
     # Finite only: "inf" is no usable target, and int(float("inf")) would crash label handling.
@@ -34,6 +35,7 @@ _PROBLEM_TYPES = {
 
 
 def infer_problem_type(table: Table, label_col: str, requested: str, delimiter: str) -> str:
+    """The transformers problem type: as requested, or for ``auto`` read off the label column."""
     if requested != "auto":
         if requested not in _PROBLEM_TYPES:
             raise SeqtuneError(
@@ -53,7 +55,7 @@ def infer_problem_type(table: Table, label_col: str, requested: str, delimiter: 
         if not is_number(v) and not is_missing(v):
             raise SeqtuneError(
                 f"{table.where(i)}: {clip(v)} in column '{label_col}' is not a number, but other rows hold numbers "
-                f"like {fractions[0]!r} (regression targets); fix the value or remove the row, or pass "
+                f"like {clip(fractions[0], 20)} (regression targets); fix the value or remove the row, or pass "
                 "--problem-type single_label to treat every value as a class name"
             )
     return "regression"
@@ -93,6 +95,7 @@ def label_value(table: Table, i: int, label_col: str, problem: str) -> Any:
 
 
 def label_items(value: Any, delimiter: str) -> list[str]:
+    """A multi-label value (a list, or one string split at ``delimiter``) as stripped, non-empty label names."""
     if isinstance(value, list):
         return [str(v).strip() for v in value]
     return [p.strip() for p in str(value).split(delimiter) if p.strip()]
@@ -106,6 +109,7 @@ def label_key(value: Any) -> str:
 
 
 def label_names(table: Table, label_col: str, problem: str, delimiter: str) -> tuple[str, ...]:
+    """Every label of the training file, sorted (numbers in numeric order): the label ids are their positions."""
     seen: set[str] = set()
     for i in range(len(table.rows)):
         value = label_value(table, i, label_col, problem)
