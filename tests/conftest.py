@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run `seqtune` in this process (a fresh interpreter costs seconds of imports): (exit code, stdout, stderr)."""
+    from seqtune.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, fragment: str) -> str:
+    """Exit code 2, and stderr is exactly one `seqtune: error:` line holding ``fragment``."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.endswith("\n") and err.count("\n") == 1, f"expected one line on stderr, got:\n{err}"
+    assert err.startswith("seqtune: error: "), err
+    assert re.search(re.escape(fragment), err), f"{fragment!r} not in {err!r}"
+    return err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes, to prove a failing command changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_nothing_written(out: Path) -> None:
+    """A failed `train` left no run folder: neither ``out`` nor a default ``runs/`` beside it (the test's cwd)."""
+    assert not out.exists()
+    assert not (out.parent / "runs").exists()
+
 
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
 
@@ -113,3 +145,28 @@ def mini_glue(tmp_path) -> Path:
     )
     (root / "MRPC" / "test.tsv").write_text(test)
     return root
+
+
+def interrupt_training(model_dir: Path, tmp_path: Path, sig: int) -> tuple[int, str, str, Path]:
+    """Start a tiny `seqtune train` process, send it ``sig`` once it has logged, and wait for it to stop.
+
+    Returns (exit code, stdout, stderr, run folder). A real process, because signals are what is tested.
+    """
+    import subprocess
+    import sys
+    import time
+
+    data = write_csv(tmp_path / "big.csv", make_rows(96) * 20)  # long enough that the signal lands mid-run
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "seqtune", "train", "--train-file", str(data), "--model", str(model_dir),
+           "--max-length", "32", "--batch-size", "4", "--epochs", "5", "--output", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2):  # training is under way
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr, out

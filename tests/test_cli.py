@@ -6,37 +6,16 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_rows, write_csv
+from conftest import assert_clean_error, assert_nothing_written, make_rows, run_cli, snapshot, write_csv
 
 from seqtune.cli import build_parser, main, train_overrides
 from seqtune.config import load_config
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_clean_error(code: int, err: str, fragment: str) -> str:
-    """Exit code 2, and stderr is exactly one `seqtune: error:` line holding ``fragment``."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert err.endswith("\n") and err.count("\n") == 1, f"expected one line on stderr, got:\n{err}"
-    assert err.startswith("seqtune: error: "), err
-    assert re.search(re.escape(fragment), err), f"{fragment!r} not in {err!r}"
-    return err
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -52,11 +31,6 @@ def _train(capsys, model: Path, out: Path, *args) -> tuple[int, str, str]:
     )
 
 
-def _assert_nothing_written(out: Path) -> None:
-    assert not out.exists()
-    assert not (out.parent / "runs").exists()
-
-
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing written
 
 
@@ -64,14 +38,14 @@ def test_unknown_task(capsys, tiny_model_dir, out):
     code, _, err = _train(capsys, tiny_model_dir, out, "mrcp")
     assert_clean_error(code, err, "unknown task 'mrcp': expected one of cola, sst2, mrpc,")
     assert "pass --train-file" in err
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_missing_train_file(capsys, tiny_model_dir, out, tmp_path):
     missing = tmp_path / "missing.csv"
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", missing)
     assert_clean_error(code, err, f"{missing}: file not found; check the path")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_missing_column_lists_the_columns(capsys, tiny_model_dir, out, toy_csv):
@@ -79,7 +53,7 @@ def test_missing_column_lists_the_columns(capsys, tiny_model_dir, out, toy_csv):
     assert_clean_error(
         code, err, f"{toy_csv}: missing column 'body'; found columns ['text', 'label']; pass --text-column"
     )
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_validation_label_not_in_training_labels(capsys, tiny_model_dir, out, toy_csv, tmp_path):
@@ -93,7 +67,7 @@ def test_validation_label_not_in_training_labels(capsys, tiny_model_dir, out, to
         f"{val} line 5: label 'maybe' is not in the label set from the training file ['neg', 'pos']; "
         "fix the label or add training examples for it",
     )
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_empty_text(capsys, tiny_model_dir, out, tmp_path):
@@ -102,7 +76,7 @@ def test_empty_text(capsys, tiny_model_dir, out, tmp_path):
     data = write_csv(tmp_path / "data.csv", rows)
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", data)
     assert_clean_error(code, err, f"{data} line 8: empty text in column 'text'; fill it or remove the row")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_non_numeric_regression_target(capsys, tiny_model_dir, out, tmp_path):
@@ -115,7 +89,7 @@ def test_non_numeric_regression_target(capsys, tiny_model_dir, out, tmp_path):
         err,
         f"{data} line 11: regression target 'high' in column 'label' is not a number; fix the value or remove the row",
     )
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_binary_file(capsys, tiny_model_dir, out, tmp_path):
@@ -125,7 +99,7 @@ def test_binary_file(capsys, tiny_model_dir, out, tmp_path):
     assert_clean_error(
         code, err, f"{data}: looks like a binary file (NUL bytes), expected UTF-8 text; export it as CSV/TSV"
     )
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_model_folder_without_weights(capsys, out, toy_csv, tiny_model_dir, tmp_path):
@@ -139,7 +113,7 @@ def test_model_folder_without_weights(capsys, out, toy_csv, tiny_model_dir, tmp_
         f"{model}: has no weights (expected model.safetensors or pytorch_model.bin); "
         "pass a folder saved with save_pretrained, or add --from-scratch",
     )
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_existing_run_folder_without_overwrite(capsys, tiny_model_dir, out, toy_csv):
@@ -161,7 +135,7 @@ def test_existing_run_folder_without_overwrite(capsys, tiny_model_dir, out, toy_
 def test_unknown_config_key_override(capsys, tiny_model_dir, out, toy_csv):
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", toy_csv, "train.batch_szie=3")
     assert_clean_error(code, err, "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_overrides_after_a_task_and_flags_still_apply(capsys, out):
@@ -182,19 +156,19 @@ def test_several_config_problems_in_one_line(capsys, tiny_model_dir, out, toy_cs
     assert_clean_error(
         code, err, "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?); seed: expected int"
     )
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_missing_config_file(capsys, tiny_model_dir, out, toy_csv, tmp_path):
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", toy_csv, "--config", tmp_path / "nope.yaml")
     assert_clean_error(code, err, f"config file {tmp_path / 'nope.yaml'} not found")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_two_task_names(capsys, tiny_model_dir, out):
     code, _, err = _train(capsys, tiny_model_dir, out, "mrpc", "rte")
     assert_clean_error(code, err, "unexpected argument 'rte': give one task name, then key=value overrides")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_predict_on_a_folder_that_is_not_a_run(capsys, tmp_path, monkeypatch):
@@ -234,7 +208,7 @@ def test_real_process_exit_code_and_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert_clean_error(proc.returncode, proc.stderr, "unknown task 'mrcp': expected one of")
     assert proc.stdout == ""
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 # ---------------------------------------------------------------- flags -> config
@@ -268,7 +242,7 @@ def test_flags_override_the_config_file(tmp_path):
 def test_non_ascii_column_name_in_the_message(capsys, tiny_model_dir, out, toy_csv):
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", toy_csv, "--text-column", "tëxt 😀")
     assert_clean_error(code, err, f"{toy_csv}: missing column 'tëxt 😀'; found columns ['text', 'label']")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 # ---------------------------------------------------------------- a tiny run, end to end

@@ -195,3 +195,38 @@ def test_every_shipped_config_loads(path):
         pytest.skip("no configs/*.yaml shipped yet")
     cfg = load_config(path)
     assert isinstance(cfg, RunConfig)
+
+
+# ---------------------------------------------------------------- RunConfig.with_overrides
+
+
+def test_with_overrides_from_strings_and_dicts_leaves_the_original():
+    base = load_config(None, ["task=mrpc", "train.batch_size=16"])
+    changed = base.with_overrides(["train.lr=3e-5", "seed=7"])
+    assert changed.train.lr == pytest.approx(3e-5) and isinstance(changed.train.lr, float)
+    assert changed.seed == 7 and changed.train.batch_size == 16 and changed.task == "mrpc"
+    assert base.train.lr == 1e-4 and base.seed == 42  # a copy: the original is untouched
+    assert changed.model is not base.model
+    dotted = base.with_overrides({"train.lr": 3e-5, "seed": 7})
+    nested = base.with_overrides({"train": {"lr": 3e-5}, "seed": 7})
+    assert dotted == nested == changed
+
+
+def test_with_overrides_equals_load_config_with_the_same_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: rte\ntrain:\n  batch_size: 4\n")
+    overrides = ["train.epochs=2", "data.max_train_samples=100", "model.max_length=64", "output=runs/x"]
+    assert load_config(path).with_overrides(overrides) == load_config(path, overrides)
+
+
+def test_with_overrides_validates_and_reports_every_problem():
+    base = load_config(None, ["task=mrpc"])
+    with pytest.raises(ConfigError) as info:
+        base.with_overrides({"train.batch_szie": 3, "train.lr": -1.0, "seed": "x"})
+    assert info.value.problems == [
+        "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)",
+        "seed: expected int, found 'x'",
+        "train.lr: expected a positive number, found -1.0",
+    ]
+    with pytest.raises(ConfigError, match="override 'train.lr': 'train' was already set to a single value"):
+        base.with_overrides({"train": 1, "train.lr": 1e-4})

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_rows, write_csv
+from conftest import interrupt_training, make_rows, write_csv
 from safetensors.torch import load_file
 
 from seqtune import load_config
-from seqtune.predict import evaluate_run, glue_submission, predict, predict_file
+from seqtune.data import load_glue
+from seqtune.predict import evaluate_file, evaluate_run, glue_submission, predict, predict_file
+from seqtune.tasks import get_task
 from seqtune.training import train
 
 
@@ -142,6 +144,8 @@ def test_multi_label_end_to_end(tiny_model_dir, tmp_path):
     [record] = predict(out, "a happy cat")
     assert set(record["probabilities"]) == {"billing", "tech", "urgent"}
     assert set(record["labels"]) <= {"billing", "tech", "urgent"}
+    scores = evaluate_file(out, path)  # any labeled file with the run's columns: label lists become multi-hot rows
+    assert set(scores) == {"f1_micro", "f1_macro", "exact_match"} and 0 <= scores["exact_match"] <= 1
 
 
 def test_regression_end_to_end(tiny_model_dir, tmp_path):
@@ -166,6 +170,7 @@ def test_regression_end_to_end(tiny_model_dir, tmp_path):
     assert set(result.best["metrics"]["validation"]) == {"pearson", "spearmanr", "mse"}
     [record] = predict(out, "a happy cat", "the dog")
     assert isinstance(record["score"], float)
+    assert set(evaluate_file(out, path)) == {"pearson", "spearmanr", "mse"}
 
 
 def test_glue_run_eval_and_submission(tiny_model_dir, mini_glue, tmp_path):
@@ -174,6 +179,11 @@ def test_glue_run_eval_and_submission(tiny_model_dir, mini_glue, tmp_path):
     assert set(result.best["metrics"]["validation"]) == {"accuracy", "f1", "combined_score"}
     again = evaluate_run(out)
     assert again["validation"] == pytest.approx(result.best["metrics"]["validation"], abs=1e-6)
+    # The same dev rows as an own file (label ids, as the hub's copy has them) give the same metrics.
+    dev = load_glue(get_task("mrpc"), str(mini_glue))["validation"]
+    rows = [{"sentence1": r["sentence1"], "sentence2": r["sentence2"], "label": r["label"]} for r in dev]
+    scores = evaluate_file(out, write_csv(tmp_path / "dev.csv", rows))
+    assert scores == pytest.approx(again["validation"], abs=1e-6)
     [path] = glue_submission(out, tmp_path / "submit")
     lines = path.read_text().splitlines()
     assert path.name == "MRPC.tsv" and lines[0] == "index\tprediction" and len(lines) == 11
@@ -200,25 +210,9 @@ def test_early_stopping_stops(tiny_model_dir, toy_csv, tmp_path):
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_model_dir, tmp_path):
     """Ctrl-C mid-run: the loop stops after the step, saves a checkpoint, prints the resume command, exits 0."""
     import signal
-    import subprocess
-    import sys
-    import time
 
-    rows = make_rows(96) * 20  # long enough that the signal lands mid-run
-    data = write_csv(tmp_path / "big.csv", rows)
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "seqtune", "train", "--train-file", str(data), "--model", str(tiny_model_dir),
-           "--max-length", "32", "--batch-size", "4", "--epochs", "5", "--output", str(out), "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = out / "train_log.jsonl"
-    deadline = time.monotonic() + 120
-    while not (log.is_file() and log.read_text().count("\n") >= 2):  # training is under way
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    code, stdout, stderr, out = interrupt_training(tiny_model_dir, tmp_path, signal.SIGINT)
+    assert code == 0, stderr
     assert "checkpoint saved. Continue with: seqtune train --resume --output" in stdout
     from seqtune.checkpoint import latest_checkpoint
 

@@ -85,8 +85,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_use(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="re-evaluate a saved run on its task's dev data")
+    p = sub.add_parser("eval", help="re-evaluate a saved run on its task's dev data, or on a labeled file")
     p.add_argument("run_dir")
+    p.add_argument("--input", help="labeled file to evaluate on (csv, tsv, jsonl, parquet) with the run's columns")
     p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
     p.add_argument("--max-eval-samples", type=int)
     p.add_argument("--allow-pickle", action="store_true", help="also load pytorch_model.bin weights (weights_only)")
@@ -180,8 +181,16 @@ def _run(ns: argparse.Namespace) -> int:
     from seqtune import predict as P
 
     if ns.command == "eval":
+        if ns.input and ns.data_dir:
+            raise SeqtuneError("eval takes either --input FILE or --data-dir DIR, not both")
+        if ns.max_eval_samples is not None and ns.max_eval_samples < 1:
+            raise SeqtuneError(f"--max-eval-samples {ns.max_eval_samples}: expected at least 1 row")
         run = P.load_run(ns.run_dir, allow_pickle=ns.allow_pickle)
-        print(json.dumps(P.evaluate_run(run, ns.data_dir, ns.max_eval_samples), indent=1))
+        if ns.input:
+            results = {ns.input: P.evaluate_file(run, ns.input, ns.max_eval_samples)}
+        else:
+            results = P.evaluate_run(run, ns.data_dir, ns.max_eval_samples)
+        print(json.dumps(results, indent=1))
         return 0
     modes = [m for m in ("text", "input", "split") if getattr(ns, m)]
     if len(modes) != 1:

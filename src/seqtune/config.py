@@ -6,6 +6,7 @@ Unknown keys are errors, and `validate` reports every problem at once.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -138,6 +139,32 @@ class RunConfig:
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
+    def with_overrides(self, overrides: dict[str, Any] | list[str]) -> RunConfig:
+        """A validated copy with overrides applied; ``self`` is left as it is.
+
+        ``overrides`` are ``key=value`` strings as on the command line, or a dict of dotted keys (or nested
+        dicts) to values. Unknown keys and bad values raise `ConfigError` with every problem, as `load_config`.
+
+        Example:
+            >>> RunConfig(task="mrpc").with_overrides(["train.lr=3e-5", "seed=1"]).train.lr
+            3e-05
+            >>> RunConfig(task="mrpc").with_overrides({"train.batch_size": 8}).train.batch_size
+            8
+        """
+        if isinstance(overrides, dict):
+            nested: dict[str, Any] = {}
+            for key, value in overrides.items():
+                _nest(nested, key, value, f"override '{key}'")
+        else:
+            nested = parse_overrides(overrides)
+        cfg = copy.deepcopy(self)
+        problems: list[str] = []
+        _apply(cfg, nested, "", problems)
+        problems += validate(cfg)
+        if problems:
+            raise ConfigError(problems)
+        return cfg
+
 
 PRECISIONS = ("auto", "bf16", "fp32")
 PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
@@ -207,20 +234,21 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         # Numbers like "3e-5" stay strings here and become floats in `_coerce`, so only float fields convert them
         # (--output 2024 or --text-column 1e5 stay the strings the user typed).
-        value = yaml.safe_load(raw) if raw.strip() else None
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(
-                    [
-                        f"override '{item}': '{part}' was already set to a single value; "
-                        f"give either '{part}=...' or '{part}.<key>=...'"
-                    ]
-                )
-        node[parts[-1]] = value
+        _nest(nested, key, yaml.safe_load(raw) if raw.strip() else None, f"override '{item}'")
     return nested
+
+
+def _nest(nested: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set dotted ``key`` (``train.lr``) in a nested dict."""
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(
+                [f"{what}: '{part}' was already set to a single value; give either '{part}=...' or '{part}.<key>=...'"]
+            )
+    node[parts[-1]] = value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

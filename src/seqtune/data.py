@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import socket
 import threading
@@ -20,7 +19,16 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from seqtune.config import DataConfig
 from seqtune.errors import SeqtuneError
-from seqtune.readers import Table, read_table, read_text, require_columns
+from seqtune.labels import (
+    empty_label,
+    infer_problem_type,
+    is_number,
+    label_items,
+    label_key,
+    label_names,
+    label_value,
+)
+from seqtune.readers import Table, cell_text, clip, read_table, read_text, require_columns
 from seqtune.tasks import CUSTOM_TEXT, CUSTOM_TEXT_PAIR, GlueFile, TaskSpec, custom_task
 
 GLUE_FOLDERS = {
@@ -200,114 +208,68 @@ def load_glue(task: TaskSpec, data_dir: str | None = None) -> DatasetDict:
 # ---------------------------------------------------------------- own data
 
 
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    # Finite only: "inf" is no usable target, and int(float("inf")) would crash label handling.
-    if isinstance(value, int | float):
-        return math.isfinite(value)
-    try:
-        return math.isfinite(float(str(value)))
-    except ValueError:
-        return False
-
-
-_PROBLEM_TYPES = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-} | {v: v for v in ("single_label_classification", "multi_label_classification")}
-
-
-def _infer_problem_type(table: Table, label_col: str, requested: str, delimiter: str) -> str:
-    if requested != "auto":
-        if requested not in _PROBLEM_TYPES:
-            raise SeqtuneError(
-                f"unknown problem type {requested!r}; expected auto, single_label, multi_label or regression "
-                "(--problem-type)"
-            )
-        return _PROBLEM_TYPES[requested]
-    values = [r[label_col] for r in table.rows]
-    if any(isinstance(v, list) for v in values):
-        return "multi_label_classification"
-    if all(_is_number(v) for v in values) and any(float(v) != int(float(v)) for v in values):
-        return "regression"
-    return "single_label_classification"
-
-
-def _label_items(value: Any, delimiter: str) -> list[str]:
-    if isinstance(value, list):
-        return [str(v).strip() for v in value]
-    return [p.strip() for p in str(value).split(delimiter) if p.strip()]
-
-
-def _label_key(value: Any) -> str:
-    """Labels as strings; numeric labels like 1 and 1.0 and "1" are one label."""
-    if _is_number(value) and float(value) == int(float(value)):
-        return str(int(float(value)))
-    return str(value).strip()
-
-
-def _label_names(table: Table, label_col: str, problem: str, delimiter: str) -> tuple[str, ...]:
-    seen: set[str] = set()
-    for i, row in enumerate(table.rows):
-        value = row[label_col]
-        if value is None or str(value).strip() == "":
-            if problem != "multi_label_classification":
-                raise SeqtuneError(f"{table.where(i)}: empty label in column '{label_col}'; fill it or remove the row")
-            continue
-        seen.update(_label_items(value, delimiter) if problem == "multi_label_classification" else [_label_key(value)])
-    if not seen:
-        raise SeqtuneError(f"{table.path}: column '{label_col}' holds no labels at all; expected label names per row")
-    # Numeric labels keep numeric order (2 before 10, 1.5 before 10.5), so label ids match what users expect.
-    if all(_is_number(s) for s in seen):
-        return tuple(sorted(seen, key=float))
-    return tuple(sorted(seen))
-
-
 def _convert(table: Table, task: TaskSpec, cols: dict[str, str], label_col: str | None, delimiter: str) -> Dataset:
     out: dict[str, list] = {c: [] for c in task.text_columns} | {"label": [], "idx": []}
     names = task.label_names or ()
-    for i, row in enumerate(table.rows):
+    for i in range(len(table.rows)):
         for target, source in cols.items():
-            text = row[source]
-            if text is None or not str(text).strip():
-                raise SeqtuneError(f"{table.where(i)}: empty text in column '{source}'; fill it or remove the row")
-            out[target].append(str(text))
-        value = row.get(label_col) if label_col else None
+            out[target].append(cell_text(table, i, source))
+        value = label_value(table, i, label_col, task.problem_type) if label_col else None
         if label_col is None:  # an unlabeled split (test)
             label: Any = [] if task.is_multi_label else (-1.0 if task.is_regression else -1)
-        elif value is None or (isinstance(value, str) and not value.strip()):
+        elif value is None:
             if not task.is_multi_label:  # multi-label rows may carry no label at all
-                raise SeqtuneError(f"{table.where(i)}: empty label in column '{label_col}'; fill it or remove the row")
+                raise empty_label(table, i, label_col)
             label = []
         elif task.is_regression:
-            if not _is_number(value):
+            if not is_number(value):
                 raise SeqtuneError(
-                    f"{table.where(i)}: regression target {value!r} in column '{label_col}' is not a number; "
+                    f"{table.where(i)}: regression target {clip(value)} in column '{label_col}' is not a number; "
                     "fix the value or remove the row"
                 )
             label = float(value)
         elif task.is_multi_label:
-            items = _label_items(value, delimiter)
+            items = label_items(value, delimiter)
             unknown = [x for x in items if x not in names]
             if unknown:
                 raise SeqtuneError(
-                    f"{table.where(i)}: label {unknown[0]!r} is not in the label set from the training file "
+                    f"{table.where(i)}: label {clip(unknown[0])} is not in the label set from the training file "
                     f"{list(names)}; fix the label or add training examples for it"
                 )
             label = sorted(names.index(x) for x in items)
         else:
-            key = _label_key(value)
-            if key not in names:
+            key = label_key(value)
+            if key in names:
+                label = names.index(key)
+            elif task.name != "custom" and key.isdecimal() and int(key) < len(names):
+                label = int(key)  # GLUE files and the hub's copy give label ids, not names
+            else:
                 raise SeqtuneError(
-                    f"{table.where(i)}: label {key!r} is not in the label set from the training file "
+                    f"{table.where(i)}: label {clip(key)} is not in the label set from the training file "
                     f"{list(names)}; fix the label or add training examples for it"
                 )
-            label = names.index(key)
         out["label"].append(label)
         out["idx"].append(i)
     return Dataset.from_dict(out, features=features_for(task))
+
+
+def read_split(
+    path: str | Path,
+    task: TaskSpec,
+    cols: dict[str, str],
+    label_col: str | None,
+    delimiter: str = ",",
+    flags: dict[str, str] | None = None,
+) -> Dataset:
+    """One labeled (or, with ``label_col=None``, unlabeled) file as a split of ``task``.
+
+    ``cols`` maps the task's text columns to the file's columns; labels must be in the task's label set.
+    ``flags`` maps a file column to the flag that names it, for the missing-column message.
+    """
+    table = read_table(path)
+    wanted = [*cols.values(), *([label_col] if label_col else [])]
+    require_columns(table, {c: (flags or {}).get(c, f"a file with the column '{c}'") for c in wanted})
+    return _convert(table, task, cols, label_col, delimiter)
 
 
 def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]:
@@ -324,8 +286,8 @@ def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]
         flags[cfg.text_pair_column] = "--text-pair-column"
     train = read_table(cfg.train_file)
     require_columns(train, flags)
-    problem = _infer_problem_type(train, cfg.label_column, cfg.problem_type, cfg.label_delimiter)
-    names = None if problem == "regression" else _label_names(train, cfg.label_column, problem, cfg.label_delimiter)
+    problem = infer_problem_type(train, cfg.label_column, cfg.problem_type, cfg.label_delimiter)
+    names = None if problem == "regression" else label_names(train, cfg.label_column, problem, cfg.label_delimiter)
     if names is not None and len(names) < 2 and problem == "single_label_classification":
         raise SeqtuneError(
             f"{train.path}: column '{cfg.label_column}' has a single label {list(names)}; a classifier needs at "
@@ -337,9 +299,7 @@ def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]
         cols[CUSTOM_TEXT_PAIR] = cfg.text_pair_column
     out = DatasetDict(train=_convert(train, task, cols, cfg.label_column, cfg.label_delimiter))
     if cfg.validation_file:
-        table = read_table(cfg.validation_file)
-        require_columns(table, flags)
-        out["validation"] = _convert(table, task, cols, cfg.label_column, cfg.label_delimiter)
+        out["validation"] = read_split(cfg.validation_file, task, cols, cfg.label_column, cfg.label_delimiter, flags)
     else:
         out["train"], out["validation"] = _hold_out(out["train"], cfg, problem, seed)
     if cfg.test_file:

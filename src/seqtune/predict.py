@@ -15,14 +15,14 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from seqtune import runfolder
 from seqtune.batching import Collator
 from seqtune.config import RunConfig
-from seqtune.data import features_for, load_glue, select_samples
+from seqtune.data import features_for, load_glue, read_split, select_samples
 from seqtune.encoding import tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import infer_logits, resolve_precision
 from seqtune.metrics import compute_metrics
 from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_tokenizer, model_max_length
 from seqtune.progress import hf_progress
-from seqtune.readers import read_table, require_columns
+from seqtune.readers import cell_text, read_table, require_columns
 from seqtune.tasks import TaskSpec
 
 
@@ -158,12 +158,8 @@ def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_pat
     if not all(c in table.columns for c in wanted) and all(c in table.columns for c in loaded.task.text_columns):
         wanted = list(loaded.task.text_columns)
     require_columns(table, {c: f"a file with the column '{c}' (the run's input)" for c in wanted})
-    for i, row in enumerate(table.rows):
-        for c in wanted:
-            if row[c] is None or not str(row[c]).strip():
-                raise SeqtuneError(f"{table.where(i)}: empty text in column '{c}'; fill it or remove the row")
-    texts = [str(r[wanted[0]]) for r in table.rows]
-    pairs = [str(r[wanted[1]]) for r in table.rows] if len(wanted) > 1 else None
+    texts = [cell_text(table, i, wanted[0]) for i in range(len(table.rows))]
+    pairs = [cell_text(table, i, wanted[1]) for i in range(len(table.rows))] if len(wanted) > 1 else None
     records = to_records(loaded.task, logits_for(loaded, _raw_dataset(loaded.task, texts, pairs)))
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +194,37 @@ def evaluate_run(
         logits = logits_for(loaded, dd[split], cache=True)
         results[split] = compute_metrics(loaded.task, logits, np.asarray(dd[split]["label"]))
     return results
+
+
+def evaluate_file(
+    run: str | Path | LoadedRun, input_path: str | Path, max_eval_samples: int | None = None
+) -> dict[str, float]:
+    """A run's metrics on any labeled file with the run's columns (label names from its training data).
+
+    Nothing is written: the file is read, predicted and scored in memory.
+
+    Example:
+        >>> evaluate_file("runs/tickets", "tickets-2025.csv")["accuracy"]  # doctest: +SKIP
+    """
+    loaded = _as_run(run)
+    task, data = loaded.task, loaded.cfg.data
+    own = loaded.cfg.task is None
+    label_col = data.label_column if own else "label"
+    cols = dict(zip(task.text_columns, loaded.input_columns(), strict=True))
+    flags = {c: f"a file with the column '{c}' (the run's input)" for c in cols.values()}
+    flags[label_col] = f"a file with the column '{label_col}' (the run's labels)"
+    ds = read_split(input_path, task, cols, label_col, data.label_delimiter, flags)
+    if max_eval_samples is not None:
+        ds = ds.select(range(min(max_eval_samples, len(ds))))
+    labels = ds["label"]
+    if task.is_multi_label:  # label ids per row -> multi-hot rows, as compute_metrics expects
+        hot = np.zeros((len(labels), task.num_labels), dtype=np.float32)
+        for i, ids in enumerate(labels):
+            hot[i, ids] = 1.0
+        target = hot
+    else:
+        target = np.asarray(labels)
+    return compute_metrics(task, logits_for(loaded, ds), target)
 
 
 def glue_submission(run: str | Path | LoadedRun, out_dir: str | Path, data_dir: str | None = None) -> list[Path]:

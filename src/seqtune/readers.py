@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".js
 
 # GLUE's texts hold unbalanced quote characters, and so do many real TSV exports: a field never spans lines.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+_MAX_HEADER = 100_000  # characters of column names; longer means the "header" is really the whole file
 
 
 @dataclass
@@ -38,6 +41,22 @@ class Table:
         return f"{self.path} {self.unit} {self.lines[i]}"
 
 
+def clip(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a 10 MB cell or header must not become a 10 MB message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
+
+
+def _utf16_without_bom(sample: bytes) -> bool:
+    """ASCII-heavy UTF-16 text: every other byte is NUL (odd bytes for little-endian, even for big-endian)."""
+    if len(sample) < 4:
+        return False
+    even, odd = sample[0::2], sample[1::2]
+    return (odd.count(0) > 0.9 * len(odd) and even.count(0) == 0) or (
+        even.count(0) > 0.9 * len(even) and odd.count(0) == 0
+    )
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise SeqtuneError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
@@ -52,6 +71,11 @@ def read_text(path: Path) -> str:
     data = path.read_bytes()
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise SeqtuneError(f"{path}: encoded as UTF-16, expected UTF-8 text; re-save the file as UTF-8")
+    if _utf16_without_bom(data[:8192]):
+        raise SeqtuneError(
+            f"{path}: looks like UTF-16 text without a byte-order mark (every other byte is NUL), expected UTF-8; "
+            "re-save the file as UTF-8"
+        )
     if b"\x00" in data[:8192]:
         raise SeqtuneError(f"{path}: looks like a binary file (NUL bytes), expected UTF-8 text; export it as CSV/TSV")
     try:
@@ -75,6 +99,12 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
     except csv.Error as exc:
         raise SeqtuneError(f"{path} line 1: cannot parse the header ({exc})") from None
     header = [h.strip() for h in header]
+    if sum(map(len, header)) > _MAX_HEADER:
+        raise SeqtuneError(
+            f"{path} line 1: the header line holds {sum(map(len, header)):,} characters in "
+            f"{len(header):,} column(s); expected a line of column names: the file has no line break after its "
+            "header, or is not a delimited text export; check the file"
+        )
     if not any(header):
         raise SeqtuneError(f"{path} line 1: header line is empty; expected column names on the first line")
     if len(header) == 1 and delimiter == "\t" and "," in header[0]:
@@ -85,12 +115,14 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
         )
     if len(header) == 1 and ";" in header[0]:
         raise SeqtuneError(
-            f"{path} line 1: header {header[0]!r} is one column separated by semicolons; expected "
+            f"{path} line 1: header {clip(header[0])} is one column separated by semicolons; expected "
             f"{'commas' if delimiter == ',' else 'tabs'}: re-export with that separator"
         )
-    duplicated = sorted({h for h in header if header.count(h) > 1})
+    duplicated = sorted(h for h, n in Counter(header).items() if n > 1)
     if duplicated:
-        raise SeqtuneError(f"{path} line 1: duplicated column name(s) {duplicated}; give every column a unique name")
+        raise SeqtuneError(
+            f"{path} line 1: duplicated column name(s) {clip(duplicated, 200)}; give every column a unique name"
+        )
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
     line = reader.line_num
@@ -101,7 +133,12 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
         except StopIteration:
             break
         except csv.Error as exc:
-            hint = "a quote opened on this line never closes" if "end of data" in str(exc) else "check quoting"
+            if "end of data" in str(exc):
+                hint = "a quote opened on this line never closes"
+            elif reader.line_num > start:
+                hint = f"a quote opened on this line runs on to line {reader.line_num}"
+            else:
+                hint = "check quoting"
             raise SeqtuneError(
                 f"{path} line {start}: cannot parse ({exc}); {hint}: quote fields that contain quotes, "
                 'commas or line breaks as "..." and double inner quotes ("")'
@@ -109,6 +146,11 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
         line = reader.line_num
         if not values or all(not v.strip() for v in values):
             continue  # blank lines carry no example
+        if [v.strip() for v in values] == header:
+            raise SeqtuneError(
+                f"{path} line {start}: repeats the header line; the file looks like several exports joined together: "
+                "remove the repeated header line"
+            )
         if len(values) != len(header):
             raise SeqtuneError(
                 f"{path} line {start}: expected {len(header)} fields as in the header, found {len(values)}; "
@@ -195,5 +237,19 @@ def require_columns(table: Table, wanted: dict[str, str]) -> None:
     for column, flag in wanted.items():
         if column not in table.columns:
             raise SeqtuneError(
-                f"{table.path}: missing column '{column}'; found columns {table.columns}; pass {flag} with one of them"
+                f"{table.path}: missing column '{column}'; found columns {clip(table.columns, 300)}; "
+                f"pass {flag} with one of them"
             )
+
+
+def cell_text(table: Table, i: int, column: str) -> str:
+    """Row ``i``'s text in ``column``: a non-empty string (numbers are taken as written), else one clear error."""
+    value = table.rows[i][column]
+    if isinstance(value, list | dict):
+        raise SeqtuneError(
+            f"{table.where(i)}: text in column '{column}' is a JSON {'list' if isinstance(value, list) else 'object'} "
+            f"{clip(value)}, expected a string; write the text as one string"
+        )
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        raise SeqtuneError(f"{table.where(i)}: empty text in column '{column}'; fill it or remove the row")
+    return str(value)

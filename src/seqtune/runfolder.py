@@ -79,11 +79,31 @@ def append_log(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def trim_log(run_dir: Path, step: int) -> None:
-    """Keep only log lines up to ``step`` (a resumed run re-does the steps after its checkpoint)."""
+    """Keep only log lines up to ``step`` (a resumed run re-does the steps after its checkpoint).
+
+    A process killed mid-write leaves a torn last line: it is dropped. A damaged line before the last one is not
+    something a kill does, so it is an error rather than silently lost history.
+    """
     log = run_dir / "train_log.jsonl"
-    if log.is_file():
-        lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-        log.write_text("".join(line + "\n" for line in lines))
+    if not log.is_file():
+        return
+    lines = [(n, line) for n, line in enumerate(log.read_bytes().split(b"\n"), start=1) if line.strip()]
+    kept = []
+    for n, line in lines:
+        try:
+            record_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):  # bad JSON or UTF-8, not an object, no step
+            if n == lines[-1][0]:
+                break  # the torn last line of a killed write
+            raise SeqtuneError(
+                f"{log} line {n}: not a log record (expected a JSON object with a 'step'); the log is damaged "
+                "before its last line: delete that line, then resume again"
+            ) from None
+        if record_step <= step:
+            kept.append(line + b"\n")
+    tmp = log.with_name(log.name + ".tmp")
+    tmp.write_bytes(b"".join(kept))
+    tmp.replace(log)  # a kill during the trim leaves the old log, never a half-written one
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

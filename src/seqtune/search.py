@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from seqtune.config import RunConfig, load_config
+from seqtune.config import RunConfig
 from seqtune.errors import SeqtuneError
 
 # The default space: what matters most when fine-tuning a small encoder.
@@ -95,18 +95,6 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> list[str]:
     return overrides
 
 
-def _with(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """A copy of ``cfg`` with overrides applied (through the same validation as the CLI)."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(cfg.to_dict(), f)
-    try:
-        return load_config(f.name, overrides)
-    finally:
-        Path(f.name).unlink()
-
-
 @dataclass
 class SearchResult:
     output: Path
@@ -157,7 +145,7 @@ def search(
                                              "quiet=true", "train.eval_every=0"]  # fmt: skip
         if train_shard is not None:
             overrides.append(f"data.train_shard={train_shard}")
-        trial_cfg = _with(cfg, overrides)
+        trial_cfg = cfg.with_overrides(overrides)
 
         def report(index: int, score: float) -> None:
             trial.report(score, index)
@@ -194,7 +182,7 @@ def search(
     if retrain:
         overrides = [f"{k}={json.dumps(v)}" for k, v in best.params.items()]
         overrides += [f"output={out / 'best'}", "overwrite=true", "data.train_shard=null"]
-        final = train(_with(cfg, overrides))
+        final = train(cfg.with_overrides(overrides))
         shutil.copyfile(out / "search.json", final.run_dir / "search.json")
         result.best_run = final.run_dir
     return result
@@ -277,7 +265,7 @@ def train_seeds(cfg: RunConfig, n_seeds: int) -> tuple[Path, dict[str, dict[str,
     per_seed, runs = [], []
     for i in range(n_seeds):
         seed = cfg.seed + i
-        result = train(_with(cfg, [f"seed={seed}", f"output={out / f'seed-{seed}'}", "overwrite=true"]))
+        result = train(cfg.with_overrides({"seed": seed, "output": str(out / f"seed-{seed}"), "overwrite": True}))
         split = result.task.eval_splits[0]
         per_seed.append(result.best["metrics"][split])
         runs.append(str(result.run_dir))
