@@ -162,7 +162,7 @@ def interrupt_training(model_dir: Path, tmp_path: Path, sig: int) -> tuple[int, 
            "--max-length", "32", "--batch-size", "4", "--epochs", "5", "--output", str(out), "--quiet"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "train_log.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (log.is_file() and log.read_text().count("\n") >= 2):  # training is under way
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "training did not start"

@@ -141,7 +141,7 @@ def test_unknown_config_key_override(capsys, tiny_model_dir, out, toy_csv):
 def test_overrides_after_a_task_and_flags_still_apply(capsys, out):
     code, _, err = run_cli(capsys, "train", "mrpc", "--epochs", "1", "train.batch_szie=3", "--output", out)
     assert_clean_error(code, err, "unknown key 'train.batch_szie' (did you mean 'train.batch_size'?)")
-    _assert_nothing_written(out)
+    assert_nothing_written(out)
 
 
 def test_unrecognized_argument_points_at_the_right_help(capsys, tmp_path):
