@@ -238,6 +238,8 @@ def export_run(
         raise SeqtuneError(f"--quantize {quantize}: expected int8 (or leave it out for fp32)")
     path = runfolder.check_is_run(run_dir)
     fp32_export = path if is_onnx_folder(path) else None
+    for module in ("onnx", "onnxruntime") if fp32_export else ("onnx", "onnxruntime", "onnxscript"):
+        require(module, "export")  # before anything is written
     source = _source_of(path, quantize) if fp32_export else path
     run = load_run(source, precision="fp32")
     out = _prepare_output(source, output, quantize)
