@@ -107,10 +107,22 @@ async def load(url: str, pairs: list[tuple[str, str]], clients: int, duration: f
         t0 = time.perf_counter()
         await asyncio.gather(*(client(c, http) for c in range(clients)))
         elapsed = time.perf_counter() - t0
+    return {"latencies": latencies, "seconds": elapsed, "errors": errors}
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """Pool the rounds of one configuration: requests/s over all measured seconds, latency percentiles."""
+    latencies = [x for r in rounds for x in r["latencies"]]
+    seconds = sum(r["seconds"] for r in rounds)
+    errors: dict[str, int] = {}
+    for r in rounds:
+        for key, n in r["errors"].items():
+            errors[key] = errors.get(key, 0) + n
     return {
         "requests": len(latencies),
-        "seconds": round(elapsed, 2),
-        "requests_per_s": round(len(latencies) / elapsed, 2),
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(len(latencies) / seconds, 2),
+        "requests_per_s_by_round": [round(len(r["latencies"]) / r["seconds"], 2) for r in rounds],
         "p50_ms": round(1000 * percentile(latencies, 50), 1),
         "p99_ms": round(1000 * percentile(latencies, 99), 1),
         "errors": errors,
@@ -120,8 +132,8 @@ async def load(url: str, pairs: list[tuple[str, str]], clients: int, duration: f
 def markdown(results: list[dict], meta: dict) -> str:
     base = next(r for r in results if r["name"] == "torch, batching off")["requests_per_s"]
     lines = [
-        f"Serving load test: {meta['clients']} concurrent clients x {meta['duration']} s per configuration, one MRPC "
-        f"dev pair per request, model `{meta['model']}`, {meta['machine']}.",
+        f"Serving load test: {meta['clients']} concurrent clients, {meta['rounds']} rounds x {meta['duration']:.0f} s "
+        f"per configuration, one MRPC dev pair per request, model `{meta['model']}`, {meta['machine']}.",
         "",
         "| configuration | requests/s | p50 ms | p99 ms | errors | vs torch unbatched |",
         "|---|---|---|---|---|---|",
@@ -142,10 +154,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per configuration")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over all configurations (order reversed each round)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.duration <= MAX_DURATION:
-        ap.error(f"--clients must be 1..{MAX_CLIENTS} and --duration 0..{MAX_DURATION:.0f} s")
+    if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.duration <= MAX_DURATION or not 1 <= args.rounds <= 5:
+        ap.error(f"--clients must be 1..{MAX_CLIENTS}, --duration 0..{MAX_DURATION:.0f} s and --rounds 1..5")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -158,26 +171,33 @@ def main() -> None:
     pairs = list(zip(dev["sentence1"], dev["sentence2"], strict=True))
     folders = {"torch": run, **ensure_exports(run)}
     configs = [(backend, batching) for backend in ("torch", "onnx", "int8") for batching in (True, False)]
+    measured: dict[tuple[str, bool], list[dict]] = {c: [] for c in configs}
+    load_at_start = os.getloadavg()[0]
+    for r in range(args.rounds):
+        for backend, batching in configs if r % 2 == 0 else configs[::-1]:  # alternate, so drift hits all alike
+            server = Server(folders[backend], batching)
+            try:
+                server.wait_ready()
+                asyncio.run(load(server.url, pairs, args.clients, args.warmup))
+                measured[backend, batching].append(asyncio.run(load(server.url, pairs, args.clients, args.duration)))
+            finally:
+                server.stop()
+            rate = len(measured[backend, batching][-1]["latencies"]) / measured[backend, batching][-1]["seconds"]
+            print(f"round {r + 1}: {backend}, batching {batching}: {rate:.2f} requests/s", flush=True)
     results = []
     for backend, batching in configs:
         name = f"{'onnx int8' if backend == 'int8' else backend}, batching {'on' if batching else 'off'}"
-        server = Server(folders[backend], batching)
-        try:
-            server.wait_ready()
-            asyncio.run(load(server.url, pairs, args.clients, args.warmup))
-            result = {"name": name, "backend": backend, "batching": batching}
-            result |= asyncio.run(load(server.url, pairs, args.clients, args.duration))
-        finally:
-            server.stop()
-        print(json.dumps(result), flush=True)
-        results.append(result)
+        results.append(
+            {"name": name, "backend": backend, "batching": batching} | summarize(measured[backend, batching])
+        )
     meta = {
         "clients": args.clients,
         "duration": args.duration,
+        "rounds": args.rounds,
         "model": load_run_config(run).model.name,
         "run": str(run),
-        "machine": f"{os.cpu_count()}-core {platform.machine()} VM, shared with other jobs (load average "
-        f"{os.getloadavg()[0]:.1f} at the end)",
+        "machine": f"{os.cpu_count()}-core {platform.machine()} VM shared with other jobs (load average "
+        f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

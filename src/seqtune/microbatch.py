@@ -43,7 +43,7 @@ class MicroBatcher(Generic[T, R]):
     ):
         self.run_batch, self.max_batch, self.max_wait = run_batch, max_batch, max_wait_ms / 1000
         self.key, self.enabled = key, enabled
-        self.batch_sizes: list[int] = []  # items per run_batch call, for tests and stats
+        self.batches = self.items = 0  # run_batch calls and the items they carried: counters, so nothing grows
         self._queue: deque[_Pending[T, R]] = deque()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -105,7 +105,7 @@ class MicroBatcher(Generic[T, R]):
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            self.batch_sizes.append(len(items))
+            self.batches, self.items = self.batches + 1, self.items + len(items)
             unsorted: list[Any] = [None] * len(items)
             for pos, i in enumerate(order):
                 unsorted[i] = results[pos]
