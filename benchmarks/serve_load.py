@@ -135,13 +135,15 @@ def markdown(results: list[dict], meta: dict) -> str:
         f"Serving load test: {meta['clients']} concurrent clients, {meta['rounds']} rounds x {meta['duration']:.0f} s "
         f"per configuration, one MRPC dev pair per request, model `{meta['model']}`, {meta['machine']}.",
         "",
-        "| configuration | requests/s | p50 ms | p99 ms | errors | vs torch unbatched |",
-        "|---|---|---|---|---|---|",
+        "| configuration | requests/s | per round | p50 ms | p99 ms | errors | vs torch unbatched |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         errors = sum(r["errors"].values())
+        rounds = " / ".join(f"{x:.1f}" for x in r["requests_per_s_by_round"])
         lines.append(
-            f"| {r['name']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {errors} | "
+            f"| {r['name']} | {r['requests_per_s']:.1f} | {rounds} | "
+            f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {errors} | "
             f"{r['requests_per_s'] / base:.2f}x |"
         )
     return "\n".join(lines) + "\n"
