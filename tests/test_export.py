@@ -158,3 +158,33 @@ def test_missing_export_extra_names_the_pip_line(monkeypatch, run_dir, tmp_path)
         "seqtune export needs the 'onnxscript' package, which is not installed: pip install 'seqtune[export]' "
         "(or pip install onnx onnxruntime onnxscript)"
     )
+
+
+def test_compare_logits_per_problem_type():
+    from seqtune.export import compare_logits
+    from seqtune.tasks import custom_task
+
+    ref = np.array([[2.0, -1.0], [0.1, 0.2], [-3.0, 1.0]], dtype=np.float32)
+    flipped = ref + np.array([[0, 0], [0.2, 0], [0, 0]], dtype=np.float32)  # row 1's argmax flips
+    single = compare_logits(
+        custom_task(pair=False, problem_type="single_label_classification", label_names=("a", "b")), ref, flipped
+    )
+    assert single["label_agreement"] == pytest.approx(2 / 3) and single["max_abs_logit_diff"] == pytest.approx(0.2)
+    multi = compare_logits(
+        custom_task(pair=False, problem_type="multi_label_classification", label_names=("a", "b")), ref, -ref
+    )
+    assert multi["label_agreement"] == 0.0  # every label set differs
+    reg = compare_logits(
+        custom_task(pair=False, problem_type="regression", label_names=None), ref[:, :1], ref[:, :1] + 0.5
+    )
+    assert reg == {"rows": 3, "max_abs_logit_diff": 0.5, "label_agreement": None}
+
+
+def test_validation_falls_back_to_fixed_sentences_when_dev_data_is_gone(run_dir, tmp_path):
+    from seqtune.export import FALLBACK_SENTENCES, validation_rows
+
+    run = load_run(run_dir)
+    run.cfg.data.train_file = str(tmp_path / "moved.csv")
+    rows, source = validation_rows(run)
+    assert source.startswith(f"fixed sentences (dev data unavailable: {tmp_path / 'moved.csv'}: file not found")
+    assert list(rows["text"]) == list(FALLBACK_SENTENCES)
