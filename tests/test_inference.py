@@ -12,7 +12,7 @@ from seqtune import inference
 from seqtune.batching import Collator
 from seqtune.encoding import tokenize
 from seqtune.modeling import load_tokenizer
-from seqtune.predict import _raw_dataset
+from seqtune.predict import raw_dataset
 from seqtune.tasks import get_task
 
 SENTENCES = [
@@ -30,7 +30,7 @@ def setup(tiny_model_dir):
     task = get_task("sst2")
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
-    raw = _raw_dataset(task, SENTENCES * 4, None)
+    raw = raw_dataset(task, SENTENCES * 4, None)
     encoded = tokenize(DatasetDict(x=raw), task, tokenizer, 64, cache=False, show_progress=False)["x"]
     return model, tokenizer, encoded
 

@@ -33,6 +33,11 @@ __all__ = [
     "Collator",
     "compute_metrics",
     "make_compute_metrics",
+    "create_app",
+    "ServeSettings",
+    "MicroBatcher",
+    "export_run",
+    "OnnxClassifier",
 ]
 
 
@@ -49,6 +54,11 @@ def __getattr__(name: str):
         "Collator": "seqtune.batching",
         "compute_metrics": "seqtune.metrics",
         "make_compute_metrics": "seqtune.metrics",
+        "create_app": "seqtune.serve",
+        "ServeSettings": "seqtune.serve",
+        "MicroBatcher": "seqtune.microbatch",
+        "export_run": "seqtune.export",
+        "OnnxClassifier": "seqtune.export",
     }
     if name in lazy:
         import importlib

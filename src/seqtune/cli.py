@@ -103,6 +103,30 @@ def _add_use(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
 
 
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
+    from seqtune.serve import ServeSettings
+
+    d = ServeSettings()
+    p = sub.add_parser("serve", help="serve a run (or an ONNX export) over HTTP: POST /predict, GET /health, /info")
+    p.add_argument("run_dir", help="run folder, or a folder written by seqtune export")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-batching", action="store_true", help="run each request alone (no micro-batching)")
+    p.add_argument("--micro-batch", type=int, default=d.micro_batch, help="most texts per collected forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="how long a request waits for company")
+    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="most texts in one request")
+    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longest text in characters")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
+    p = sub.add_parser("export", help="export a run to ONNX (optionally int8) and validate it against PyTorch")
+    p.add_argument("run_dir", help="run folder (or an fp32 export, to quantize it)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization (onnxruntime)")
+    p.add_argument("--output", help="export folder (default <run>/onnx or <run>/onnx-int8)")
+    p.add_argument("--data-dir", help="local GLUE folder for validation (default: the one the run used)")
+    p.add_argument("--max-samples", type=int, help="validate on at most N dev rows")
+    p.add_argument("--min-agreement", type=float, help="fail below this label agreement (default 0.99 for int8)")
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write report.html + figures for a run folder")
     p.add_argument("run_dir")
@@ -131,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_use(sub)
     _add_report(sub)
+    _add_deploy(sub)
     return parser
 
 
@@ -178,6 +203,8 @@ def _run(ns: argparse.Namespace) -> int:
         return _run_search(ns)
     if ns.command in ("report", "compare"):
         return _run_report(ns)
+    if ns.command in ("serve", "export"):
+        return _run_deploy(ns)
     from seqtune import predict as P
 
     if ns.command == "eval":
@@ -230,6 +257,27 @@ def _run_search(ns: argparse.Namespace) -> int:
     print(f"best: {result.best_value:.4f} with {result.best_params}")
     if result.best_run is not None:
         print(f"best configuration retrained on all the training data -> {result.best_run}")
+    return 0
+
+
+def _run_deploy(ns: argparse.Namespace) -> int:
+    if ns.command == "export":
+        from seqtune.export import describe, export_run
+
+        result = export_run(
+            ns.run_dir, ns.format, ns.quantize, ns.output, ns.data_dir, ns.max_samples, ns.min_agreement
+        )
+        print(describe(result))
+        return 0
+    from seqtune.serve import ServeSettings, serve
+
+    for flag in ("port", "micro_batch", "max_batch_size", "max_text_chars", "max_body_bytes"):
+        if getattr(ns, flag) < (0 if flag == "port" else 1):
+            raise SeqtuneError(f"--{flag.replace('_', '-')} {getattr(ns, flag)}: expected a positive number")
+    settings = ServeSettings(
+        not ns.no_batching, ns.micro_batch, ns.max_wait_ms, ns.max_batch_size, ns.max_text_chars, ns.max_body_bytes
+    )
+    serve(ns.run_dir, ns.host, ns.port, settings)
     return 0
 
 

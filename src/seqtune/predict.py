@@ -33,7 +33,7 @@ class LoadedRun:
     run_dir: Path
     cfg: RunConfig
     task: TaskSpec
-    model: PreTrainedModel
+    model: PreTrainedModel | Any  # Any: an export.OnnxClassifier for exported folders
     tokenizer: PreTrainedTokenizerBase
     max_length: int
     device: torch.device
@@ -49,22 +49,30 @@ class LoadedRun:
 def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = False) -> LoadedRun:
     """Load the model, tokenizer and task of a run folder.
 
+    An exported folder (``seqtune export``, with ``model.onnx``) loads into an onnxruntime session instead.
     Weights load from ``model.safetensors`` only; ``allow_pickle`` also accepts ``pytorch_model.bin`` (read with
     ``weights_only=True``).
 
     Example:
         >>> run = load_run("runs/mrpc")  # doctest: +SKIP
     """
+    from seqtune.export import OnnxClassifier, is_onnx_folder
+
     path = runfolder.check_is_run(run_dir)
-    check_weights(path, allow_pickle)
+    onnx = is_onnx_folder(path)  # an exported folder: the same files, with model.onnx run by onnxruntime
+    if not onnx:
+        check_weights(path, allow_pickle)
     cfg = runfolder.load_run_config(path)
     task = runfolder.load_task(path)
     tokenizer = load_tokenizer(str(path))
-    with hf_progress(False):
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, **PICKLE_LOADING if allow_pickle else SAFE_LOADING
-        )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if onnx:
+        model: PreTrainedModel | OnnxClassifier = OnnxClassifier(path)
+    else:
+        with hf_progress(False):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, **PICKLE_LOADING if allow_pickle else SAFE_LOADING
+            )
+    device = torch.device("cuda" if torch.cuda.is_available() and not onnx else "cpu")
     model.to(device).eval()
     limit = model_max_length(tokenizer, model.config)
     max_length = min(cfg.model.max_length or limit, limit)
@@ -109,7 +117,7 @@ def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-def _raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Dataset:
+def raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Dataset:
     for i, text in enumerate(texts + (pairs or [])):
         if not str(text).strip():
             raise SeqtuneError(f"input {i % len(texts) + 1}: empty text; every input needs some text")
@@ -129,6 +137,8 @@ def _raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> D
     return Dataset.from_dict(columns, features=features_for(task))
 
 
+
+
 def predict(
     run: str | Path | LoadedRun,
     texts: str | list[str],
@@ -146,7 +156,7 @@ def predict(
     pairs_l = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
     if not texts_l:
         return []
-    raw = _raw_dataset(loaded.task, texts_l, pairs_l)
+    raw = raw_dataset(loaded.task, texts_l, pairs_l)
     return to_records(loaded.task, logits_for(loaded, raw, batch_size))
 
 
@@ -160,7 +170,7 @@ def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_pat
     require_columns(table, {c: f"a file with the column '{c}' (the run's input)" for c in wanted})
     texts = [cell_text(table, i, wanted[0]) for i in range(len(table.rows))]
     pairs = [cell_text(table, i, wanted[1]) for i in range(len(table.rows))] if len(wanted) > 1 else None
-    records = to_records(loaded.task, logits_for(loaded, _raw_dataset(loaded.task, texts, pairs)))
+    records = to_records(loaded.task, logits_for(loaded, raw_dataset(loaded.task, texts, pairs)))
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
