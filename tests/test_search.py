@@ -66,6 +66,7 @@ def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp
     result = search(cfg, n_trials=3, space=SPACE, train_shard=0.5)
     assert len(result.trials) == 3 and {t["state"] for t in result.trials} <= {"COMPLETE", "PRUNED"}
     assert (result.best_run / "model.safetensors").is_file() and (result.best_run / "task.json").is_file()
+    assert result.retrain_completed is True
     record = json.loads((result.best_run / "search.json").read_text())
     assert record["best_params"] == result.best_params and record["train_shard"] == 0.5
     assert record["best_value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")

@@ -255,8 +255,11 @@ def _run_search(ns: argparse.Namespace) -> int:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
         print(f"| {t['number']} | {t['state'].lower()} | {value} | {params} |")
     print(f"best: {result.best_value:.4f} with {result.best_params}")
-    if result.best_run is not None:
+    if result.best_run is not None and result.retrain_completed:
         print(f"best configuration retrained on all the training data -> {result.best_run}")
+    elif result.best_run is not None:
+        print(f"retraining the best configuration was stopped; finish it with: seqtune train --resume --output "
+              f"{result.best_run}")  # fmt: skip
     return 0
 
 

@@ -137,8 +137,6 @@ def raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Da
     return Dataset.from_dict(columns, features=features_for(task))
 
 
-
-
 def predict(
     run: str | Path | LoadedRun,
     texts: str | list[str],

@@ -102,6 +102,7 @@ class SearchResult:
     best_value: float
     trials: list[dict[str, Any]]
     best_run: Path | None
+    retrain_completed: bool | None = None  # False: the retrain was stopped (signal) and can be resumed
 
 
 def search(
@@ -184,7 +185,7 @@ def search(
         overrides += [f"output={out / 'best'}", "overwrite=true", "data.train_shard=null"]
         final = train(cfg.with_overrides(overrides))
         shutil.copyfile(out / "search.json", final.run_dir / "search.json")
-        result.best_run = final.run_dir
+        result.best_run, result.retrain_completed = final.run_dir, final.completed
     return result
 
 
