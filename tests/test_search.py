@@ -14,7 +14,7 @@ import yaml
 from seqtune import load_config
 from seqtune.cli import main
 from seqtune.errors import SeqtuneError
-from seqtune.search import bootstrap_ci, check_space, load_space, search, seed_summary
+from seqtune.search import DEFAULT_SPACE, baseline_params, bootstrap_ci, check_space, load_space, search, seed_summary
 
 SPACE = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}}
 
@@ -60,6 +60,16 @@ def test_seed_summary_mean_std_and_bootstrap():
     assert wide[1] - wide[0] > 0.3
 
 
+def test_baseline_params_are_the_settings_that_lie_inside_the_space():
+    cfg = load_config(None, ["task=mrpc", "train.lr=5e-5", "train.batch_size=24", "train.epochs=3", "seed=42"])
+    params = baseline_params(cfg, DEFAULT_SPACE)
+    # batch 24 is not one of the choices, so the sampler picks it; epochs 3.0 becomes the int 3
+    assert params == {"train.lr": 5e-5, "train.epochs": 3, "train.warmup_ratio": cfg.train.warmup_ratio,
+                      "train.weight_decay": cfg.train.weight_decay, "seed": 42}  # fmt: skip
+    assert isinstance(params["train.epochs"], int)
+    assert baseline_params(load_config(None, ["task=mrpc", "train.lr=1e-3"]), DEFAULT_SPACE).get("train.lr") is None
+
+
 def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp_path):
     out = tmp_path / "search"
     cfg = _cfg(tiny_model_dir, toy_csv, out)
@@ -70,6 +80,9 @@ def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp
     record = json.loads((result.best_run / "search.json").read_text())
     assert record["best_params"] == result.best_params and record["train_shard"] == 0.5
     assert record["best_value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
+    # the first trial is the run's own settings (lr 1e-4 is inside SPACE): the search can't return worse on its score
+    assert record["trials"][0]["baseline"] and record["trials"][0]["params"] == {"train.lr": cfg.train.lr}
+    assert not any(t["baseline"] for t in record["trials"][1:])
     # the retrained model used the best lr on the full data
     best_cfg = load_config(result.best_run / "config.yaml")
     assert best_cfg.train.lr == pytest.approx(result.best_params["train.lr"])

@@ -253,7 +253,8 @@ def _run_search(ns: argparse.Namespace) -> int:
     for t in result.trials:
         value = f"{t['value']:.4f}" if t["value"] is not None else "-"
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
-        print(f"| {t['number']} | {t['state'].lower()} | {value} | {params} |")
+        state = t["state"].lower() + (" (your settings)" if t.get("baseline") else "")
+        print(f"| {t['number']} | {state} | {value} | {params} |")
     print(f"best: {result.best_value:.4f} with {result.best_params}")
     if result.best_run is not None and result.retrain_completed:
         print(f"best configuration retrained on all the training data -> {result.best_run}")

@@ -251,6 +251,18 @@ def _nest(nested: dict[str, Any], key: str, value: Any, what: str) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml(path: Path, missing: str) -> Any:
+    """Parse a YAML file; a missing file raises ``missing``, bad syntax a one-line error with the line number."""
+    if not path.is_file():
+        raise SeqtuneError(missing)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise SeqtuneError(f"{path}{where}: not valid YAML; fix the syntax ({getattr(exc, 'problem', exc)})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Build a `RunConfig` from defaults, an optional YAML file and ``key=value`` overrides, then validate it.
 
@@ -263,14 +275,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     problems: list[str] = []
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise SeqtuneError(f"config file {p} not found: pass the path of a YAML file such as configs/mrpc.yaml")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" line {line + 1}" if line is not None else ""
-            raise SeqtuneError(f"{p}{where}: not valid YAML; fix the syntax ({getattr(exc, 'problem', exc)})") from None
+        values = read_yaml(p, f"config file {p} not found: pass the path of a YAML file such as configs/mrpc.yaml")
         if not isinstance(values, dict):
             raise SeqtuneError(f"{p}: expected a mapping of settings at the top level, found {type(values).__name__}")
         _apply(cfg, values, "", problems)

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from seqtune.config import RunConfig
+from seqtune.config import RunConfig, read_yaml
 from seqtune.errors import SeqtuneError
 
 # The default space: what matters most when fine-tuning a small encoder.
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
-    "train.lr": {"type": "float", "low": 2e-5, "high": 3e-4, "log": True},
+    "train.lr": {"type": "float", "low": 1e-5, "high": 1e-4, "log": True},
     "train.batch_size": {"type": "categorical", "choices": [16, 32]},
     "train.epochs": {"type": "int", "low": 2, "high": 5},
     "train.warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
@@ -45,12 +44,7 @@ def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if path is None:
         return copy.deepcopy(DEFAULT_SPACE)
     p = Path(path)
-    if not p.is_file():
-        raise SeqtuneError(f"{p}: search space file not found; pass a YAML file like the one in the README")
-    try:
-        space = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SeqtuneError(f"{p}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    space = read_yaml(p, f"{p}: search space file not found; pass a YAML file like the one in the README")
     if not isinstance(space, dict) or not space:
         raise SeqtuneError(f"{p}: expected a mapping of config keys to ranges, e.g. 'train.lr: {{type: float, ...}}'")
     check_space(space, str(p))
@@ -93,6 +87,25 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> list[str]:
             value = trial.suggest_categorical(key, spec["choices"])
         overrides.append(f"{key}={json.dumps(value)}")
     return overrides
+
+
+def baseline_params(cfg: RunConfig, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The run's own settings for the searched keys that lie inside the space: the search's first trial, so it
+    never hands back a configuration that scored worse than the one you started from."""
+    params: dict[str, Any] = {}
+    for key, spec in space.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if spec["type"] == "categorical":
+            if value in spec["choices"]:
+                params[key] = value
+        elif isinstance(value, (int, float)) and float(spec["low"]) <= value <= float(spec["high"]):
+            if spec["type"] == "float":
+                params[key] = float(value)
+            elif float(value).is_integer():
+                params[key] = int(value)
+    return params
 
 
 @dataclass
@@ -164,11 +177,13 @@ def search(
     # Trials already in the study (from an interrupted run or other workers) count against the budget, so a
     # resumed search or a second worker runs only what is left; each trial checks its slot as it starts.
     optuna.storages.fail_stale_trials(study)
+    if not study.trials:
+        study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True}, skip_if_exists=True)
     if _slots_taken(study, None) < n_trials:
         study.optimize(objective, n_trials=n_trials, catch=())
     trials = [
         {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-         "intermediate": dict(t.intermediate_values)}
+         "intermediate": dict(t.intermediate_values), "baseline": bool(t.user_attrs.get("baseline"))}
         for t in study.trials
         if not t.user_attrs.get("over_budget")
     ]  # fmt: skip
