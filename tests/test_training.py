@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from seqtune import load_config
 from seqtune.data import load_glue
+from seqtune.errors import SeqtuneError
 from seqtune.predict import evaluate_file, evaluate_run, glue_submission, predict, predict_file
 from seqtune.tasks import get_task
 from seqtune.training import train
@@ -171,6 +172,30 @@ def test_regression_end_to_end(tiny_model_dir, tmp_path):
     [record] = predict(out, "a happy cat", "the dog")
     assert isinstance(record["score"], float)
     assert set(evaluate_file(out, path)) == {"pearson", "spearmanr", "mse"}
+
+
+def test_in_memory_predict_matches_the_file_path(tiny_model_dir, tmp_path, monkeypatch):
+    """`predict` on texts skips Dataset.map; it must give what the Dataset path (`predict_file`) gives, also for
+    pairs cut at max_length and across the chunks it works in."""
+    import seqtune.predict as predict_module
+
+    rows = [{"a": r["text"], "b": r["text2"], "label": r["label"]} for r in make_rows(60, pair=True)]
+    out = tmp_path / "run"
+    train(_cfg(tiny_model_dir, out, f"data.train_file={write_csv(tmp_path / 'p.csv', rows)}", "data.text_column=a",
+               "data.text_pair_column=b", "train.epochs=1"))  # fmt: skip
+    texts = [r["a"] * (1 + i % 9) for i, r in enumerate(rows[:23])]  # up to ~9x longer: many cut at 32 tokens
+    pairs = [r["b"] for r in rows[:23]]
+    path = write_csv(tmp_path / "in.csv", [{"a": t, "b": p} for t, p in zip(texts, pairs, strict=True)])
+    predict_file(out, path, tmp_path / "preds.jsonl")
+    from_file = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    monkeypatch.setattr(predict_module, "PREDICT_CHUNK", 7)  # 23 texts -> chunks of 7, 7, 7, 2
+    in_memory = predict(out, texts, pairs, batch_size=4)
+    assert len(in_memory) == 23
+    for got, want in zip(in_memory, from_file, strict=True):
+        assert got["label"] == want["label"]
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    with pytest.raises(SeqtuneError, match="input 2: expected a string, got int"):
+        predict(out, ["fine", 3], ["x", "y"])
 
 
 def test_glue_run_eval_and_submission(tiny_model_dir, mini_glue, tmp_path):

@@ -102,6 +102,22 @@ def padding_share(batch_lengths: Sequence[Sequence[int]], padded_to: Sequence[in
     return 1 - real / total if total else 0.0
 
 
+class EncodedRows:
+    """Tokenized rows held as Python lists, read like a tokenized `datasets.Dataset` (``rows["length"]``,
+    ``rows[[3, 1]]``): prediction on in-memory texts skips building and mapping a Dataset."""
+
+    def __init__(self, columns: dict[str, list]):
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["length"])
+
+    def __getitem__(self, key: str | list[int]) -> list | dict[str, list]:
+        if isinstance(key, str):
+            return self.columns[key]
+        return {name: [values[i] for i in key] for name, values in self.columns.items()}
+
+
 def take_rows(ds, idxs: Sequence[int]) -> list[dict]:
     """Rows ``idxs`` of a `datasets.Dataset` as dicts, fetched in one columnar read (fast, unlike row by row)."""
     columns = ds[list(idxs)]

@@ -43,13 +43,19 @@ def _fingerprint(dd: DatasetDict, task: TaskSpec, tokenizer: PreTrainedTokenizer
     return h.hexdigest()[:20]
 
 
+def encode_texts(tokenizer: PreTrainedTokenizerBase, columns: list[list[str]], max_length: int) -> dict[str, list]:
+    """Token ids, masks and ``length`` for texts (one list) or pairs (two lists): the one tokenizer call that
+    both `tokenize` (through ``Dataset.map``) and in-memory prediction use."""
+    enc = dict(tokenizer(*columns, truncation=True, max_length=max_length))
+    enc["length"] = [len(ids) for ids in enc["input_ids"]]
+    return enc
+
+
 def _encode_fn(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int):
     num_labels = task.num_labels
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        texts = [batch[c] for c in task.text_columns]
-        enc = tokenizer(*texts, truncation=True, max_length=max_length)
-        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        enc = encode_texts(tokenizer, [batch[c] for c in task.text_columns], max_length)
         if task.is_multi_label:
             hot = np.zeros((len(batch["label"]), num_labels), dtype=np.float32)
             for row, ids in enumerate(batch["label"]):

@@ -13,10 +13,10 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from seqtune import runfolder
-from seqtune.batching import Collator
+from seqtune.batching import Collator, EncodedRows
 from seqtune.config import RunConfig
 from seqtune.data import features_for, load_glue, read_split, select_samples
-from seqtune.encoding import tokenize
+from seqtune.encoding import encode_texts, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import infer_logits, resolve_precision
 from seqtune.metrics import compute_metrics
@@ -24,6 +24,8 @@ from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_t
 from seqtune.progress import hf_progress
 from seqtune.readers import cell_text, read_table, require_columns
 from seqtune.tasks import TaskSpec
+
+PREDICT_CHUNK = 8192  # texts tokenized and held in memory at once by `predict`
 
 
 @dataclass
@@ -117,9 +119,12 @@ def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-def raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Dataset:
+def check_inputs(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> None:
+    """One-line errors for texts to predict: empty or non-string texts, a missing or unexpected pair."""
     for i, text in enumerate(texts + (pairs or [])):
-        if not str(text).strip():
+        if not isinstance(text, str):
+            raise SeqtuneError(f"input {i % len(texts) + 1}: expected a string, got {type(text).__name__}")
+        if not text.strip():
             raise SeqtuneError(f"input {i % len(texts) + 1}: empty text; every input needs some text")
     if task.is_pair and pairs is None:
         raise SeqtuneError(
@@ -129,6 +134,10 @@ def raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Da
         raise SeqtuneError("this model takes a single text, not a pair: drop --text-pair")
     if pairs is not None and len(pairs) != len(texts):
         raise SeqtuneError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
+
+
+def raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Dataset:
+    check_inputs(task, texts, pairs)
     columns: dict[str, list] = {task.text_columns[0]: texts}
     if pairs is not None:
         columns[task.text_columns[1]] = pairs
@@ -154,8 +163,13 @@ def predict(
     pairs_l = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
     if not texts_l:
         return []
-    raw = raw_dataset(loaded.task, texts_l, pairs_l)
-    return to_records(loaded.task, logits_for(loaded, raw, batch_size))
+    check_inputs(loaded.task, texts_l, pairs_l)
+    # Texts already in memory: one tokenizer call, no Dataset to build and map (what a server calls per batch).
+    rows = EncodedRows(encode_texts(loaded.tokenizer, [texts_l] + ([pairs_l] if pairs_l else []), loaded.max_length))
+    collator = Collator(loaded.tokenizer)
+    return to_records(
+        loaded.task, infer_logits(loaded.model, rows, collator, batch_size, loaded.device, loaded.precision)
+    )
 
 
 def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_path: str | Path) -> int:
