@@ -327,7 +327,7 @@ def test_cli_serve_binds_loopback_and_answers(single_run):
     cmd = [sys.executable, "-m", "seqtune", "serve", str(single_run), "--port", str(port), "--max-batch-size", "2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded machine can take minutes to import
         while True:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
