@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import interrupt_training, make_rows, write_csv
@@ -174,9 +175,9 @@ def test_regression_end_to_end(tiny_model_dir, tmp_path):
     assert set(evaluate_file(out, path)) == {"pearson", "spearmanr", "mse"}
 
 
-def test_in_memory_predict_matches_the_file_path(tiny_model_dir, tmp_path, monkeypatch):
-    """`predict` on texts skips Dataset.map; it must give what the Dataset path (`predict_file`) gives, also for
-    pairs cut at max_length and across the chunks it works in."""
+def test_in_memory_predict_matches_the_dataset_path(tiny_model_dir, tmp_path, monkeypatch):
+    """`predict` (texts and files) skips Dataset.map; it must give what the Dataset path that `eval` scores gives,
+    also for pairs cut at max_length and across the chunks it works in."""
     import seqtune.predict as predict_module
 
     rows = [{"a": r["text"], "b": r["text2"], "label": r["label"]} for r in make_rows(60, pair=True)]
@@ -185,15 +186,19 @@ def test_in_memory_predict_matches_the_file_path(tiny_model_dir, tmp_path, monke
                "data.text_pair_column=b", "train.epochs=1"))  # fmt: skip
     texts = [r["a"] * (1 + i % 9) for i, r in enumerate(rows[:23])]  # up to ~9x longer: many cut at 32 tokens
     pairs = [r["b"] for r in rows[:23]]
-    path = write_csv(tmp_path / "in.csv", [{"a": t, "b": p} for t, p in zip(texts, pairs, strict=True)])
-    predict_file(out, path, tmp_path / "preds.jsonl")
-    from_file = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    run = predict_module.load_run(out)
+    via_dataset = predict_module.logits_for(run, predict_module.raw_dataset(run.task, texts, pairs))
     monkeypatch.setattr(predict_module, "PREDICT_CHUNK", 7)  # 23 texts -> chunks of 7, 7, 7, 2
-    in_memory = predict(out, texts, pairs, batch_size=4)
-    assert len(in_memory) == 23
-    for got, want in zip(in_memory, from_file, strict=True):
-        assert got["label"] == want["label"]
-        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    in_memory = predict(run, texts, pairs, batch_size=4)
+    path = write_csv(tmp_path / "in.csv", [{"a": t, "b": p} for t, p in zip(texts, pairs, strict=True)])
+    predict_file(run, path, tmp_path / "preds.jsonl")
+    from_file = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert len(in_memory) == len(from_file) == 23
+    assert [r.pop("row") for r in from_file] == list(range(23)) and from_file == in_memory
+    for got, logits in zip(in_memory, via_dataset, strict=True):
+        probs = np.exp(logits) / np.exp(logits).sum()
+        assert got["label"] == run.task.label_names[int(logits.argmax())]
+        assert list(got["probabilities"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
     with pytest.raises(SeqtuneError, match="input 2: expected a string, got int"):
         predict(out, ["fine", 3], ["x", "y"])
 

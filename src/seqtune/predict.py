@@ -164,12 +164,17 @@ def predict(
     if not texts_l:
         return []
     check_inputs(loaded.task, texts_l, pairs_l)
-    # Texts already in memory: one tokenizer call, no Dataset to build and map (what a server calls per batch).
-    rows = EncodedRows(encode_texts(loaded.tokenizer, [texts_l] + ([pairs_l] if pairs_l else []), loaded.max_length))
-    collator = Collator(loaded.tokenizer)
-    return to_records(
-        loaded.task, infer_logits(loaded.model, rows, collator, batch_size, loaded.device, loaded.precision)
-    )
+    # Texts already in memory: one tokenizer call per chunk, no Dataset to build and map (a server calls this per
+    # batch). Chunks bound the memory of token lists held as Python objects; each chunk is sorted by length.
+    collator, records = Collator(loaded.tokenizer), []
+    for start in range(0, len(texts_l), PREDICT_CHUNK):
+        columns = [texts_l[start : start + PREDICT_CHUNK]]
+        if pairs_l is not None:
+            columns.append(pairs_l[start : start + PREDICT_CHUNK])
+        rows = EncodedRows(encode_texts(loaded.tokenizer, columns, loaded.max_length))
+        logits = infer_logits(loaded.model, rows, collator, batch_size, loaded.device, loaded.precision)
+        records += to_records(loaded.task, logits)
+    return records
 
 
 def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_path: str | Path) -> int:
@@ -182,7 +187,7 @@ def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_pat
     require_columns(table, {c: f"a file with the column '{c}' (the run's input)" for c in wanted})
     texts = [cell_text(table, i, wanted[0]) for i in range(len(table.rows))]
     pairs = [cell_text(table, i, wanted[1]) for i in range(len(table.rows))] if len(wanted) > 1 else None
-    records = to_records(loaded.task, logits_for(loaded, raw_dataset(loaded.task, texts, pairs)))
+    records = predict(loaded, texts, pairs)
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
