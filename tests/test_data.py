@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -583,3 +584,18 @@ def test_broken_train_files(tmp_path, name, content, fragment):
     path.write_bytes(content)
     with _raises(f"{path}{' ' if fragment.startswith('line') else ': '}{fragment}"):
         load_custom(DataConfig(train_file=str(path)))
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25, 1 / 3, 0.4, 0.7, 0.75, 1.0])
+def test_train_shard_keeps_the_share_asked_for(share):
+    from datasets import Dataset
+
+    from seqtune.data import shard_rows
+
+    rows = shard_rows(3668, share)
+    assert len(rows) == math.ceil(3668 * share - 1e-9)  # 0.75 used to train on all rows, 0.4 on half
+    assert rows == sorted(set(rows)) and rows[0] == 0 and rows[-1] < 3668
+    k = round(1 / share)
+    if abs(1 / share - k) < 1e-9:  # 1/k: exactly the course's shard(num_shards=k, index=0)
+        full = Dataset.from_dict({"i": list(range(3668))})
+        assert rows == full.shard(num_shards=k, index=0, contiguous=False)["i"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import socket
 import threading
@@ -339,3 +340,10 @@ def select_samples(dd: DatasetDict, task: TaskSpec, max_train: int | None, max_e
         limit = max_train if split == "train" else max_eval if split in task.eval_splits else None
         out[split] = ds.select(range(min(limit, len(ds)))) if limit is not None else ds
     return out
+
+
+def shard_rows(n: int, share: float) -> list[int]:
+    """Evenly spaced rows making up ``share`` of ``n`` (at least one): for 1/k it is every k-th row from the
+    first, as ``Dataset.shard(num_shards=k, index=0)`` gives; any other share keeps its exact size."""
+    count = max(1, math.ceil(n * share - 1e-9))
+    return [min(n - 1, int(i / share + 1e-9)) for i in range(count)]

@@ -24,7 +24,7 @@ from seqtune import runfolder
 from seqtune.batching import Collator, length_grouped_order, random_order, take_rows
 from seqtune.checkpoint import StopSignals
 from seqtune.config import RunConfig
-from seqtune.data import load_custom, load_glue, select_samples
+from seqtune.data import load_custom, load_glue, select_samples, shard_rows
 from seqtune.distributed import launch_world, step_share
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
@@ -54,7 +54,7 @@ def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
             "training needs labeled train and validation data"
         )
     if cfg.data.train_shard is not None and cfg.data.train_shard < 1:
-        raw["train"] = raw["train"].shard(num_shards=round(1 / cfg.data.train_shard), index=0, contiguous=False)
+        raw["train"] = raw["train"].select(shard_rows(len(raw["train"]), cfg.data.train_shard))
     return task, select_samples(raw, task, cfg.data.max_train_samples, cfg.data.max_eval_samples)
 
 
