@@ -152,3 +152,25 @@ def test_train_with_seeds_reports_mean_std_ci(tiny_model_dir, toy_csv, tmp_path,
     per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text())["best"]["metrics"]["validation"]
                 for s in (42, 43, 44)]  # fmt: skip
     assert metrics["summary"]["accuracy"]["values"] == [m["accuracy"] for m in per_seed]
+
+
+def test_seeds_stop_at_a_signal_without_a_summary(tmp_path, monkeypatch, capsys):
+    """A signal that stops one seed's training stops the whole --seeds run: exit 130, no averaged summary."""
+    from types import SimpleNamespace
+
+    import seqtune.training
+
+    calls = []
+
+    def fake_train(cfg):
+        calls.append(cfg.seed)
+        stopped = len(calls) == 2
+        return SimpleNamespace(completed=not stopped, task=SimpleNamespace(eval_splits=("validation",)),
+                               best=None if stopped else {"metrics": {"validation": {"accuracy": 0.5}}},
+                               run_dir=tmp_path / "out" / f"seed-{cfg.seed}")  # fmt: skip
+
+    monkeypatch.setattr(seqtune.training, "train", fake_train)
+    code = main(["train", "mrpc", "--output", str(tmp_path / "out"), "--seeds", "3", "--quiet"])
+    assert code == 130 and calls == [42, 43]
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "metrics.json").exists()

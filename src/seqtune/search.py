@@ -282,6 +282,8 @@ def train_seeds(cfg: RunConfig, n_seeds: int) -> tuple[Path, dict[str, dict[str,
     for i in range(n_seeds):
         seed = cfg.seed + i
         result = train(cfg.with_overrides({"seed": seed, "output": str(out / f"seed-{seed}"), "overwrite": True}))
+        if not result.completed:  # a signal stopped this seed (its resume hint is printed): no summary of a part
+            raise KeyboardInterrupt
         split = result.task.eval_splits[0]
         per_seed.append(result.best["metrics"][split])
         runs.append(str(result.run_dir))
