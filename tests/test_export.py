@@ -101,6 +101,11 @@ def test_cli_export_prints_the_comparison(int8, capsys):
 def test_below_min_agreement_is_an_error(fp32, tmp_path):
     with pytest.raises(SeqtuneError, match=r"labels agree with PyTorch on .* below the 101% required"):
         export_run(fp32, quantize="int8", output=tmp_path / "q", min_agreement=1.01)
+    # nothing loadable is left behind; the numbers are kept with the reason
+    assert not (tmp_path / "q" / "model.onnx").exists()
+    assert "below the 101% required" in json.loads((tmp_path / "q" / "export.json").read_text())["rejected"]
+    with pytest.raises(SeqtuneError, match="this export failed its validation and has no model: .* below the 101%"):
+        load_run(tmp_path / "q")
 
 
 def test_cli_predict_runs_an_export_like_a_run(fp32, run_dir, capsys):

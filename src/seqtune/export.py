@@ -265,8 +265,13 @@ def export_run(
     exported = load_run(out)
     validation = compare_logits(run.task, logits_for(run, rows), logits_for(exported, rows)) | {"data": data}
     info = {"format": fmt, "quantize": quantize, "source_run": str(source.resolve()), "validation": validation}
+    try:
+        _check(validation, quantize, 0.99 if min_agreement is None and quantize else min_agreement, out)
+    except SeqtuneError as exc:  # leave nothing that predict/serve would load; keep the numbers for a look
+        (out / ONNX_FILE).unlink(missing_ok=True)
+        (out / EXPORT_INFO).write_text(json.dumps(info | {"rejected": str(exc)}, indent=1))
+        raise
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=1))
-    _check(validation, quantize, 0.99 if min_agreement is None and quantize else min_agreement, out)
     return ExportResult(out, quantize, validation)
 
 
@@ -275,12 +280,13 @@ def _check(validation: dict[str, Any], quantize: str | None, min_agreement: floa
     if not quantize and diff > FP32_TOLERANCE:
         raise SeqtuneError(
             f"{out}: the ONNX model's logits differ from PyTorch's by up to {diff:.3g} (expected <= "
-            f"{FP32_TOLERANCE}); the export is wrong for this model, do not use it"
+            f"{FP32_TOLERANCE}); the export is wrong for this model (model.onnx removed)"
         )
     if min_agreement is not None and agreement is not None and agreement < min_agreement:
         raise SeqtuneError(
             f"{out}: labels agree with PyTorch on {agreement:.2%} of {validation['rows']} rows, below the "
-            f"{min_agreement:.0%} required; use the fp32 export, or pass --min-agreement to accept it"
+            f"{min_agreement:.0%} required (model.onnx removed); use the fp32 export, or pass --min-agreement to "
+            "accept it"
         )
 
 
