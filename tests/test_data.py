@@ -470,6 +470,10 @@ def test_test_file_with_labels_or_an_empty_label_column(tmp_path):
     empty = _rows_csv(tmp_path / "t2.csv", "text,label", ["x,", "y,"])
     dd, _ = load_custom(DataConfig(train_file=train, validation_file=train, test_file=empty))
     assert dd["test"]["label"] == [-1, -1]
+    nan = tmp_path / "t3.jsonl"  # a pandas export of an unlabeled test set: NaN on every row
+    nan.write_text('{"text": "x", "label": NaN}\n{"text": "y", "label": NaN}\n')
+    dd, _ = load_custom(DataConfig(train_file=train, validation_file=train, test_file=nan))
+    assert dd["test"]["label"] == [-1, -1]
 
 
 # ---------------------------------------------------------------- own data: errors

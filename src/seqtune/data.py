@@ -23,6 +23,7 @@ from seqtune.errors import SeqtuneError
 from seqtune.labels import (
     empty_label,
     infer_problem_type,
+    is_missing,
     is_number,
     label_items,
     label_key,
@@ -307,9 +308,7 @@ def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]
         table = read_table(cfg.test_file)
         require_columns(table, {c: f for c, f in flags.items() if c != cfg.label_column})
         # No label column, or one left empty on every row (a common export), means an unlabeled test file.
-        labeled = cfg.label_column in table.columns and any(
-            r[cfg.label_column] is not None and str(r[cfg.label_column]).strip() for r in table.rows
-        )
+        labeled = cfg.label_column in table.columns and any(not is_missing(r[cfg.label_column]) for r in table.rows)
         label_col = cfg.label_column if labeled else None
         out["test"] = _convert(table, task, cols, label_col, cfg.label_delimiter)
     return out, task
