@@ -6,7 +6,7 @@ batches it already trained on and see the same data as an uninterrupted run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -79,20 +79,6 @@ def sorted_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Evaluation/prediction batches, longest first: least padding; callers restore the original order."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-
-class EpochBatches:
-    """The batch order of one epoch as a batch sampler, optionally starting part-way (for exact resume)."""
-
-    def __init__(self, batches: list[list[int]], start: int = 0):
-        self.batches = batches
-        self.start = start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches[self.start :])
-
-    def __len__(self) -> int:
-        return len(self.batches) - self.start
 
 
 def padding_share(batch_lengths: Sequence[Sequence[int]], padded_to: Sequence[int]) -> float:

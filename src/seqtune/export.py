@@ -71,7 +71,7 @@ class OnnxClassifier:
         return self
 
     def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        feed = {name: inputs[name].cpu().numpy().astype(np.int64) for name in self.input_names}
+        feed = {name: inputs[name].cpu().numpy().astype(np.int64, copy=False) for name in self.input_names}
         (logits,) = self.session.run(["logits"], feed)
         return SimpleNamespace(logits=torch.from_numpy(logits))
 

@@ -210,7 +210,6 @@ def create_app(run: str | Path | Any, settings: ServeSettings | None = None) -> 
         run_batch,
         settings.micro_batch,
         settings.max_wait_ms,
-        key=lambda it: len(it[0]) + len(it[1] or ""),
         enabled=settings.batching,
     )
 

@@ -48,3 +48,4 @@ class Tracker:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None

@@ -209,8 +209,13 @@ def train(
 
     tracker = Tracker(run_dir, t.report_to, enabled=world.is_main)
 
+    last_saved = [-1]
+
     def save_checkpoint() -> None:
-        """Every process's RNG state goes in (exact resume); only the main process writes."""
+        """Every process's RNG state goes in (exact resume); only the main process writes. Once per step."""
+        if last_saved[0] == state["step"]:
+            return
+        last_saved[0] = state["step"]
         rngs = world.gather(ckpt.rng_state()) if world.size > 1 else None
         if world.is_main:
             unwrapped = accelerator.unwrap_model(model)
@@ -247,12 +252,18 @@ def train(
             on_evaluate(len(state["history"]) - 1, score)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics[task.eval_splits[0]].items())
         reporter.info(f"step {state['step']} eval: {shown}{'  (best)' if improved else ''}")
-        save_checkpoint()
-        return bool(t.early_stopping_patience and state["bad_evals"] >= t.early_stopping_patience)
+        stop_early = bool(t.early_stopping_patience and state["bad_evals"] >= t.early_stopping_patience)
+        if state["step"] < total_steps and not stop_early:  # a finished run's checkpoints are deleted right away
+            save_checkpoint()
+        return stop_early
 
     model.train()
     session_steps, stopped_early, window_loss, window_n = 0, False, 0.0, 0
-    with reporter.bar("training", total_steps, state["step"]) as bar, StopSignals() as signals:
+    with (
+        reporter.bar("training", total_steps, state["step"]) as bar,
+        StopSignals() as signals,
+        contextlib.closing(tracker),  # closed on any exit: a pruned search trial raises out of on_evaluate
+    ):
         while state["step"] < total_steps and not stopped_early:
             order = (
                 length_grouped_order(lengths, step_size, cfg.seed, state["epoch"])
@@ -304,13 +315,11 @@ def train(
                             f"stopped at step {state['step']} ({signals.received or 'signal'}); checkpoint saved. "
                             f"Continue with: seqtune train --resume --output {run_dir}"
                         )
-                    tracker.close()
                     return result(run_dir, task, state, completed=False)
             if state["batch_in_epoch"] >= len(order):
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
 
-    tracker.close()
     done = result(run_dir, task, state, completed=True)
     if world.is_main:
         unwrapped = accelerator.unwrap_model(model)
@@ -331,6 +340,9 @@ def train_step(model, train_ds, idxs, weight, collator, task, weights, t, accele
     starts = range(0, len(idxs), t.batch_size)
     for start in starts:
         batch = collator(take_rows(train_ds, idxs[start : start + t.batch_size]))
+        if weight:  # counted on the host copy: no extra device sync
+            tokens += int(batch["attention_mask"].sum())
+            padded += batch["attention_mask"].numel()
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         # DDP all-reduces gradients on the last micro-batch only; accumulating ones skip the communication
@@ -341,9 +353,6 @@ def train_step(model, train_ds, idxs, weight, collator, task, weights, t, accele
             loss = loss_sum(task, logits, labels, weights) * weight
             accelerator.backward(loss)
         loss_total += loss.item()  # a sync point, once per micro-batch: cheap next to the backward pass
-        if weight:
-            tokens += int(batch["attention_mask"].sum())
-            padded += batch["attention_mask"].numel()
     if t.max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
     return [loss_total, tokens, padded]
