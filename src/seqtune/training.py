@@ -135,6 +135,8 @@ def train(
     """
     world = launch_world()
     accelerator, device = world.accelerator, world.accelerator.device
+    if not cfg.output and cfg.resume_from is None and world.size > 1:  # one timestamped folder: the main one's
+        cfg.output = str(world.gather(str(runfolder.default_output(cfg)))[0])
     run_dir, resume_from = _prepare_dir(cfg)
     world.barrier()  # every process has checked the folder before the main one writes into it
     if resume_from is not None and (run_dir / "config.yaml").is_file():
