@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from step_levers import run_steps  # same directory
 
 from seqtune.batching import Collator, length_grouped_order, take_rows
 from seqtune.data import load_glue
@@ -39,17 +39,9 @@ def build(path: str, task, compiled: bool):
     return model, forward, opt
 
 
-def run_steps(model, forward, opt, batches) -> tuple[float, int]:
-    tokens, start = 0, time.perf_counter()
-    for batch in batches:
-        logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
-    return time.perf_counter() - start, tokens
+def steps(contender, batches) -> tuple[float, int]:
+    model, forward, opt = contender
+    return run_steps(model, opt, batches, forward)
 
 
 def main() -> None:
@@ -72,11 +64,11 @@ def main() -> None:
 
     eager = build(path, task, compiled=False)
     compiled = build(path, task, compiled=True)
-    first = {"eager": run_steps(*eager, eager_batches)[0], "compiled": run_steps(*compiled, bucket_batches)[0]}
+    first = {"eager": steps(eager, eager_batches)[0], "compiled": steps(compiled, bucket_batches)[0]}
     steady = {"eager": [0.0, 0], "compiled": [0.0, 0]}
     for _ in range(args.rounds):
         for name, contender, batches in (("eager", eager, eager_batches), ("compiled", compiled, bucket_batches)):
-            seconds, tokens = run_steps(*contender, batches)
+            seconds, tokens = steps(contender, batches)
             steady[name][0] += seconds
             steady[name][1] += tokens
     rate = {name: tokens / seconds for name, (seconds, tokens) in steady.items()}

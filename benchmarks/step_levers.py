@@ -40,12 +40,13 @@ def make(lever: dict, path: str, task):
     return model, opt
 
 
-def run_steps(model, opt, batches) -> tuple[float, int]:
+def run_steps(model, opt, batches, forward=None) -> tuple[float, int]:
+    """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters."""
+    forward = forward or model
     tokens, start = 0, time.perf_counter()
     for batch in batches:
-        labels = batch["labels"]
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
