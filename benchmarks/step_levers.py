@@ -42,7 +42,7 @@ def make(lever: dict, path: str, task):
 
 def run_steps(model, opt, batches, forward=None) -> tuple[float, int]:
     """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters."""
-    forward = forward or model
+    forward = model if forward is None else forward
     tokens, start = 0, time.perf_counter()
     for batch in batches:
         logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits

@@ -29,6 +29,7 @@ from seqtune.labels import (
     label_key,
     label_names,
     label_value,
+    unlabeled,
 )
 from seqtune.readers import Table, cell_text, clip, read_table, read_text, require_columns
 from seqtune.tasks import CUSTOM_TEXT, CUSTOM_TEXT_PAIR, GlueFile, TaskSpec, custom_task
@@ -218,7 +219,7 @@ def _convert(table: Table, task: TaskSpec, cols: dict[str, str], label_col: str 
             out[target].append(cell_text(table, i, source))
         value = label_value(table, i, label_col, task.problem_type) if label_col else None
         if label_col is None:  # an unlabeled split (test)
-            label: Any = [] if task.is_multi_label else (-1.0 if task.is_regression else -1)
+            label: Any = unlabeled(task.is_multi_label, task.is_regression)
         elif value is None:
             if not task.is_multi_label:  # multi-label rows may carry no label at all
                 raise empty_label(table, i, label_col)

@@ -18,6 +18,7 @@ import numpy as np
 from datasets import DatasetDict, Sequence, Value, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
+from seqtune.labels import multi_hot
 from seqtune.progress import hf_progress
 from seqtune.tasks import TaskSpec
 
@@ -56,13 +57,7 @@ def _encode_fn(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: i
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         enc = encode_texts(tokenizer, [batch[c] for c in task.text_columns], max_length)
-        if task.is_multi_label:
-            hot = np.zeros((len(batch["label"]), num_labels), dtype=np.float32)
-            for row, ids in enumerate(batch["label"]):
-                hot[row, ids] = 1.0
-            enc["labels"] = hot.tolist()
-        else:
-            enc["labels"] = batch["label"]
+        enc["labels"] = multi_hot(batch["label"], num_labels).tolist() if task.is_multi_label else batch["label"]
         return enc
 
     return encode

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from seqtune.errors import SeqtuneError
 from seqtune.readers import Table, clip
 
@@ -124,3 +126,16 @@ def label_names(table: Table, label_col: str, problem: str, delimiter: str) -> t
     if all(is_number(s) for s in seen):
         return tuple(sorted(seen, key=float))
     return tuple(sorted(seen))
+
+
+def unlabeled(is_multi_label: bool, is_regression: bool) -> Any:
+    """The label stored for a row without one (unlabeled test data, texts to predict)."""
+    return [] if is_multi_label else (-1.0 if is_regression else -1)
+
+
+def multi_hot(rows: list[list[int]], num_labels: int) -> np.ndarray:
+    """Label ids per row -> float32 multi-hot rows (what multi-label losses and metrics take)."""
+    hot = np.zeros((len(rows), num_labels), dtype=np.float32)
+    for row, ids in enumerate(rows):
+        hot[row, ids] = 1.0
+    return hot

@@ -19,6 +19,7 @@ from seqtune.data import features_for, load_glue, read_split, select_samples
 from seqtune.encoding import encode_texts, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import infer_logits, resolve_precision
+from seqtune.labels import multi_hot, unlabeled
 from seqtune.metrics import compute_metrics
 from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_tokenizer, model_max_length
 from seqtune.progress import hf_progress
@@ -160,7 +161,7 @@ def raw_dataset(task: TaskSpec, texts: list[str], pairs: list[str] | None) -> Da
     columns: dict[str, list] = {task.text_columns[0]: texts}
     if pairs is not None:
         columns[task.text_columns[1]] = pairs
-    empty_label: Any = [] if task.is_multi_label else (-1.0 if task.is_regression else -1)
+    empty_label = unlabeled(task.is_multi_label, task.is_regression)
     columns |= {"label": [empty_label] * len(texts), "idx": list(range(len(texts)))}
     return Dataset.from_dict(columns, features=features_for(task))
 
@@ -263,13 +264,7 @@ def evaluate_file(
     if max_eval_samples is not None:
         ds = ds.select(range(min(max_eval_samples, len(ds))))
     labels = ds["label"]
-    if task.is_multi_label:  # label ids per row -> multi-hot rows, as compute_metrics expects
-        hot = np.zeros((len(labels), task.num_labels), dtype=np.float32)
-        for i, ids in enumerate(labels):
-            hot[i, ids] = 1.0
-        target = hot
-    else:
-        target = np.asarray(labels)
+    target = multi_hot(labels, task.num_labels) if task.is_multi_label else np.asarray(labels)
     return compute_metrics(task, logits_for(loaded, ds), target)
 
 
