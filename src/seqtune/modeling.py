@@ -54,6 +54,8 @@ def check_weights(path: Path, allow_pickle: bool = False) -> None:
 
     With ``allow_pickle`` they are accepted, and still loaded with ``weights_only=True`` (tensors only).
     """
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise SeqtuneError(f"{path}: no model weights (model.safetensors); pass a finished run folder")
     if allow_pickle or any((path / f).is_file() for f in WEIGHT_FILES[:2]):
         return
     pickled = [f for f in WEIGHT_FILES[2:] if (path / f).is_file()]

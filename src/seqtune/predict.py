@@ -64,7 +64,7 @@ def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = 
     path = runfolder.check_is_run(run_dir)
     onnx = is_onnx_folder(path)  # an exported folder: the same files, with model.onnx run by onnxruntime
     if not onnx:
-        _check_has_weights(path)
+        _check_not_rejected(path)
         check_weights(path, allow_pickle)
     cfg = runfolder.load_run_config(path)
     task = runfolder.load_task(path)
@@ -83,22 +83,16 @@ def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = 
     return LoadedRun(path, cfg, task, model, tokenizer, max_length, device, resolve_precision(precision, device))
 
 
-def _check_has_weights(path: Path) -> None:
-    """A folder without weights: a rejected export says why, anything else gets a one-line error too."""
+def _check_not_rejected(path: Path) -> None:
+    """An export that failed its validation has no model; say why instead of "no weights"."""
     from seqtune.export import EXPORT_INFO
-    from seqtune.modeling import WEIGHT_FILES
 
-    if any((path / f).is_file() for f in WEIGHT_FILES):
+    try:
+        rejected = json.loads((path / EXPORT_INFO).read_text()).get("rejected")
+    except (OSError, ValueError, AttributeError):
         return
-    rejected = None
-    if (path / EXPORT_INFO).is_file():
-        try:
-            rejected = json.loads((path / EXPORT_INFO).read_text()).get("rejected")
-        except (ValueError, AttributeError):
-            rejected = None
     if rejected:
         raise SeqtuneError(f"{path}: this export failed its validation and has no model: {rejected}")
-    raise SeqtuneError(f"{path}: no model weights (model.safetensors or model.onnx); pass a finished run folder")
 
 
 def _as_run(run: str | Path | LoadedRun) -> LoadedRun:
