@@ -26,12 +26,15 @@ LEVERS = {
     "fused AdamW": {"fused": True},
     "frozen word embeddings": {"freeze": True},
     "frozen word emb. + fused": {"freeze": True, "fused": True},
+    "no dropout": {"dropout": 0.0},
+    "no dropout + fused": {"dropout": 0.0, "fused": True},
+    "no dropout + frozen + fused": {"dropout": 0.0, "freeze": True, "fused": True},
 }
 
 
 def make(lever: dict, path: str, task):
     torch.manual_seed(0)
-    model = load_model(path, task)
+    model = load_model(path, task, dropout=lever.get("dropout"))
     if lever.get("freeze"):
         model.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 from conftest import build_tiny_bert
 
-from seqtune.errors import SeqtuneError
+from seqtune.config import load_config
+from seqtune.errors import ConfigError, SeqtuneError
 from seqtune.modeling import load_model, resolve_model
 from seqtune.tasks import get_task
 
@@ -54,3 +56,20 @@ def test_from_scratch_differs_from_pretrained_and_follows_the_seed(tiny_model_di
     key = "bert.encoder.layer.0.attention.self.query.weight"
     assert (a.state_dict()[key] == b.state_dict()[key]).all()
     assert not (a.state_dict()[key] == pretrained.state_dict()[key]).all()
+
+
+def test_dropout_setting_reaches_every_dropout_layer(tmp_path):
+    path = str(build_tiny_bert(tmp_path / "with-dropout", dropout=0.3))
+    task = get_task("sst2")
+    batch = {"input_ids": torch.tensor([[2, 5, 6, 7, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    kept = load_model(path, task).train()
+    assert not torch.equal(kept(**batch).logits, kept(**batch).logits)  # the model's own dropout draws masks
+    off = load_model(path, task, dropout=0.0).train()
+    assert off.config.hidden_dropout_prob == off.config.attention_probs_dropout_prob == 0.0
+    assert all(m.p == 0.0 for m in off.modules() if isinstance(m, torch.nn.Dropout))
+    assert torch.equal(off(**batch).logits, off(**batch).logits)  # training mode, yet deterministic
+
+
+def test_dropout_out_of_range_is_a_one_line_error():
+    with pytest.raises(ConfigError, match=r"model.dropout: expected a probability in \[0, 1\) or null, found 1.5"):
+        load_config(None, ["task=mrpc", "model.dropout=1.5"])

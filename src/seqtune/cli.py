@@ -32,6 +32,7 @@ TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
     "--lr": ("train.lr", float, "peak learning rate"),
     "--grad-accum": ("train.grad_accum", int, "micro-batches per optimizer step"),
     "--precision": ("train.precision", str, "auto, bf16 or fp32"),
+    "--dropout": ("model.dropout", float, "every dropout probability of the model (0 = off; default: the model's)"),
     "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
     "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
     "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),

@@ -27,6 +27,9 @@ class ModelConfig:
     """Build the architecture from its config with random weights instead of loading pretrained ones."""
     max_length: int | None = None
     """Truncate inputs to this many tokens; ``None`` = the model's own limit."""
+    dropout: float | None = None
+    """Set every dropout probability of the model (hidden, attention, head) to this; ``0`` turns dropout off, which
+    skips drawing random masks every step. ``None`` keeps the model's own (0.1 for BERT-style models)."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
     allow_pickle: bool = False
@@ -311,6 +314,8 @@ def validate(cfg: RunConfig) -> list[str]:
         problems.append(f"train.epochs: expected a positive number, found {t.epochs}")
     if isinstance(t.warmup_ratio, float) and not 0 <= t.warmup_ratio < 1:
         problems.append(f"train.warmup_ratio: expected a number in [0, 1), found {t.warmup_ratio}")
+    if isinstance(cfg.model.dropout, float) and not 0 <= cfg.model.dropout < 1:
+        problems.append(f"model.dropout: expected a probability in [0, 1) or null, found {cfg.model.dropout}")
     if isinstance(d.train_shard, float) and not 0 < d.train_shard <= 1:
         problems.append(f"data.train_shard: expected a share in (0, 1], found {d.train_shard}")
     if isinstance(d.validation_fraction, float) and not 0 < d.validation_fraction < 1:

@@ -25,6 +25,7 @@ from seqtune.labels import (
     infer_problem_type,
     is_missing,
     is_number,
+    label_id,
     label_items,
     label_key,
     label_names,
@@ -72,10 +73,9 @@ def _glue_label(task: TaskSpec, raw: str, where: str) -> int | float:
         except ValueError:
             raise SeqtuneError(f"{where}: score '{raw}' is not a number; fix or remove the row") from None
     names = task.label_names or ()
-    if raw in names:
-        return names.index(raw)
-    if raw.isdecimal() and int(raw) < len(names):
-        return int(raw)
+    label = label_id(names, raw, allow_ids=True)
+    if label is not None:
+        return label
     raise SeqtuneError(f"{where}: label '{raw}' is not in the label set {list(names)}; fix or remove the row")
 
 
@@ -242,11 +242,8 @@ def _convert(table: Table, task: TaskSpec, cols: dict[str, str], label_col: str 
             label = sorted(names.index(x) for x in items)
         else:
             key = label_key(value)
-            if key in names:
-                label = names.index(key)
-            elif task.name != "custom" and key.isdecimal() and int(key) < len(names):
-                label = int(key)  # GLUE files and the hub's copy give label ids, not names
-            else:
+            label = label_id(names, key, allow_ids=task.name != "custom")
+            if label is None:
                 raise SeqtuneError(
                     f"{table.where(i)}: label {clip(key)} is not in the label set from the training file "
                     f"{list(names)}; fix the label or add training examples for it"

@@ -110,6 +110,16 @@ def label_key(value: Any) -> str:
     return str(value).strip()
 
 
+def label_id(names: tuple[str, ...], key: str, allow_ids: bool) -> int | None:
+    """The class id of label ``key``: its position in ``names``; with ``allow_ids`` (GLUE files and the hub's
+    copies give ids, not names) also a decimal id below ``len(names)``. ``None`` when it is neither."""
+    if key in names:
+        return names.index(key)
+    if allow_ids and key.isdecimal() and int(key) < len(names):
+        return int(key)
+    return None
+
+
 def label_names(table: Table, label_col: str, problem: str, delimiter: str) -> tuple[str, ...]:
     """Every label of the training file, sorted (numbers in numeric order): the label ids are their positions."""
     seen: set[str] = set()

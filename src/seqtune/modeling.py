@@ -119,9 +119,38 @@ def model_max_length(tokenizer: PreTrainedTokenizerBase, config: object) -> int:
     return int(min(tok, limit) if tok and tok < 1_000_000 else limit)
 
 
-def build_config(path: str, task: TaskSpec, trust_remote_code: bool = False):
-    """The model config with the task's head: label count, names (so predictions carry them), problem type."""
+# Dropout probabilities by the names transformers' configs give them (BERT/RoBERTa/ELECTRA, DistilBERT, ...).
+DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "dropout",
+    "attention_dropout",
+    "seq_classif_dropout",
+    "activation_dropout",
+    "hidden_dropout",
+    "pooler_dropout",
+)
+
+
+def set_dropout(config: object, p: float) -> list[str]:
+    """Set every dropout probability ``config`` has to ``p``; returns the keys set (none: the model has none)."""
+    if not 0.0 <= p < 1.0:
+        raise SeqtuneError(f"model.dropout={p}: expected a probability in [0, 1), e.g. model.dropout=0")
+    found = [k for k in DROPOUT_KEYS if hasattr(config, k)]
+    for key in found:
+        setattr(config, key, p)
+    return found
+
+
+def build_config(path: str, task: TaskSpec, trust_remote_code: bool = False, dropout: float | None = None):
+    """The model config with the task's head: label count, names (so predictions carry them), problem type, and
+    ``dropout`` (when given) for every dropout layer."""
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if dropout is not None and not set_dropout(config, dropout):
+        log.warning(
+            "%s: the model's config names no dropout setting, so model.dropout=%s changes nothing", path, dropout
+        )
     old_labels = getattr(config, "num_labels", None)
     names = task.label_names or ("score",)
     config.num_labels = task.num_labels
@@ -139,18 +168,20 @@ def load_model(
     seed: int = 42,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    dropout: float | None = None,
 ) -> PreTrainedModel:
     """A sequence classification model for ``task``: pretrained body, new head when the label count differs.
 
     Weights load from safetensors only; ``allow_pickle`` also accepts ``pytorch_model.bin``, read with
-    ``torch.load(weights_only=True)`` (tensors only, no code).
+    ``torch.load(weights_only=True)`` (tensors only, no code). ``dropout`` sets every dropout probability
+    (``0``: off); ``None`` keeps the model's.
 
     Example:
         >>> model = load_model(resolve_model("minilm"), get_task("mrpc"))  # doctest: +SKIP
         >>> model.config.id2label
         {0: 'not_equivalent', 1: 'equivalent'}
     """
-    config, old_labels = build_config(path, task, trust_remote_code)
+    config, old_labels = build_config(path, task, trust_remote_code, dropout)
     torch.manual_seed(seed)  # the new head's initial weights follow the run's seed
     if from_scratch:
         return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)

@@ -162,6 +162,7 @@ def train(
         seed=cfg.seed,
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
+        dropout=cfg.model.dropout,
     )
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
