@@ -1,17 +1,23 @@
 """Inference speed, side by side in one run: `seqtune predict` vs a transformers `pipeline("text-classification")`.
 
 Same saved model, same inputs (every MRPC dev + test sentence pair), same process, alternating rounds. Reports
-sentence pairs per second and p50/p99 latency of a 32-pair request, and checks that both give the same labels.
+sentence pairs per second, p50/p99 latency of a 32-pair request, label agreement with seqtune's PyTorch
+predictions, accuracy on the 408 labelled dev pairs, and model-FLOPs utilization: 2 x non-embedding parameters x
+real tokens/s over the fp32 matmul peak measured in the same run (what share of the machine each one uses).
 
-    python benchmarks/infer_speed.py --glue-dir ../shared/glue [--run runs/mrpc] [--rounds 2]
+With the export extra installed, `seqtune predict` also runs the run's ONNX export and its dynamic int8
+quantization (made here with `seqtune.export_run`; the int8 one is kept whatever its agreement, and reported).
+
+    python benchmarks/infer_speed.py --glue-dir ../shared/glue [--run runs/mrpc] [--rounds 2] [--no-onnx]
 
 Without --run it saves the packaged MiniLM with a fresh MRPC head as a run folder (2 training steps): speed
-does not depend on the weights.
+does not depend on the weights, but agreement and accuracy then mean little; pass a trained run for those.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -19,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from train_speed import matmul_peak, non_embedding_params
+
 REQUEST = 32  # pairs per latency-measured request
+REFERENCE = "seqtune predict"  # agreement is measured against this contender's labels
 
 
 def make_run(glue_dir: str, work: str) -> Path:
@@ -32,6 +41,15 @@ def make_run(glue_dir: str, work: str) -> Path:
     return out
 
 
+def make_exports(run_dir: Path, glue_dir: str, work: str) -> dict[str, Path]:
+    """ONNX fp32 and int8 exports of the run (int8 from the fp32 graph), whatever the int8 agreement."""
+    from seqtune.export import export_run
+
+    fp32 = export_run(run_dir, output=Path(work) / "onnx", data_dir=glue_dir).output
+    int8 = export_run(fp32, quantize="int8", output=Path(work) / "onnx-int8", data_dir=glue_dir, min_agreement=0)
+    return {"seqtune predict, ONNX export": fp32, "seqtune predict, ONNX int8 export": int8.output}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -42,6 +60,8 @@ def main() -> None:
     ap.add_argument("--glue-dir", default="../shared/glue")
     ap.add_argument("--run", help="a seqtune run folder (default: make one)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX contenders")
+    ap.add_argument("--pairs", type=int, help="only the first N pairs (smoke runs)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,54 +79,71 @@ def main() -> None:
     dd = load_glue(get_task("mrpc"), args.glue_dir)
     s1 = list(dd["validation"]["sentence1"]) + list(dd["test"]["sentence1"])
     s2 = list(dd["validation"]["sentence2"]) + list(dd["test"]["sentence2"])
+    s1, s2 = s1[: args.pairs], s2[: args.pairs]
+    dev_labels = list(dd["validation"]["label"])[: len(s1)]
     pairs = [{"text": a, "text_pair": b} for a, b in zip(s1, s2, strict=True)]
-    loaded = load_run(run_dir)
+    runs = {REFERENCE: load_run(run_dir)}
+    onnx = not args.no_onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnxscript"))
+    if onnx:
+        runs |= {name: load_run(path) for name, path in make_exports(run_dir, args.glue_dir, work).items()}
+    names = runs[REFERENCE].model.config.id2label
     pipe = pipeline("text-classification", model=str(run_dir), device=-1)
+    tokenizer = runs[REFERENCE].tokenizer
+    tokens = sum(len(ids) for ids in tokenizer(s1, s2, truncation=True)["input_ids"])
     requests = [slice(i, i + REQUEST) for i in range(0, len(pairs), REQUEST)][:20]
 
-    contenders = {
-        "seqtune predict": lambda: predict(loaded, s1, s2),
-        "pipeline (batch_size=32)": lambda: pipe(pairs, batch_size=32),
-        "pipeline (default, batch 1)": lambda: pipe(pairs),
-    }
-    request_fns = {
-        "seqtune predict": lambda sl: predict(loaded, s1[sl], s2[sl]),
-        "pipeline (batch_size=32)": lambda sl: pipe(pairs[sl], batch_size=32),
-        "pipeline (default, batch 1)": lambda sl: pipe(pairs[sl]),
+    def ours(run):  # whole-set and one-request callables for a seqtune contender
+        return (lambda: predict(run, s1, s2)), (lambda sl: predict(run, s1[sl], s2[sl]))
+
+    contenders = {name: ours(run) for name, run in runs.items()} | {
+        "pipeline (batch_size=32)": ((lambda: pipe(pairs, batch_size=32)), (lambda sl: pipe(pairs[sl], batch_size=32))),
+        "pipeline (default, batch 1)": ((lambda: pipe(pairs)), (lambda sl: pipe(pairs[sl]))),
     }
     throughput = {name: [] for name in contenders}
     latency = {name: [] for name in contenders}
     outputs = {}
-    for name in contenders:  # warm-up: first calls pay one-off costs
-        request_fns[name](requests[0])
+    for _, request in contenders.values():  # warm-up: first calls pay one-off costs
+        request(requests[0])
     for _ in range(args.rounds):
-        for name, fn in contenders.items():
+        for name, (whole, request) in contenders.items():
             started = time.perf_counter()
-            outputs[name] = fn()
+            outputs[name] = [r["label"] for r in whole()]
             throughput[name].append(len(pairs) / (time.perf_counter() - started))
             for sl in requests:
                 t = time.perf_counter()
-                request_fns[name](sl)
+                request(sl)
                 latency[name].append(time.perf_counter() - t)
-    ours = [r["label"] for r in outputs["seqtune predict"]]
-    theirs = [r["label"] for r in outputs["pipeline (batch_size=32)"]]
-    agreement = sum(a == b for a, b in zip(ours, theirs, strict=True)) / len(ours)
+    # Measured after the contenders, in the same process: best of two sizes (see train_speed.py).
+    peak = max(matmul_peak("float32", n, 10.0) for n in (1024, 2048))
+    params = non_embedding_params()
     base = statistics.mean(throughput["pipeline (default, batch 1)"])
     base32 = statistics.mean(throughput["pipeline (batch_size=32)"])
+    reference = outputs[REFERENCE]
     lines = [
-        f"{len(pairs)} MRPC dev+test pairs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.rounds} rounds; label agreement seqtune vs pipeline: {agreement:.2%}",
+        f"{len(pairs)} MRPC dev+test pairs ({tokens / len(pairs):.1f} tokens each on average), torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, fp32 matmul peak "
+        f"{peak:.0f} GFLOP/s; run {run_dir}",
         "",
-        f"| contender | pairs/s | p50 latency ({REQUEST} pairs) | p99 | vs pipeline default | vs pipeline b32 |",
-        "|---|---|---|---|---|---|",
+        f"| contender | pairs/s | p50 ({REQUEST} pairs) | p99 | vs pipeline default | vs pipeline b32 | MFU | "
+        f"agrees with PyTorch | dev accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    results = {"pairs": len(pairs), "agreement": agreement, "contenders": {}}
+    results = {"pairs": len(pairs), "tokens": tokens, "peak_gflops": peak, "run": str(run_dir), "contenders": {}}
     for name in contenders:
         rate = statistics.mean(throughput[name])
         p50, p99 = percentile(latency[name], 50), percentile(latency[name], 99)
-        results["contenders"][name] = {"pairs_per_s": rate, "p50_s": p50, "p99_s": p99}
-        lines.append(f"| {name} | {rate:,.0f} | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | "
-                     f"{rate / base:.2f}x | {rate / base32:.2f}x |")  # fmt: skip
+        mfu = 2 * params * tokens / len(pairs) * rate / (peak * 1e9)
+        labels = outputs[name]
+        agree = sum(a == b for a, b in zip(labels, reference, strict=True)) / len(labels)
+        accuracy = sum(names[y] == p for y, p in zip(dev_labels, labels, strict=False)) / len(dev_labels)
+        results["contenders"][name] = {"pairs_per_s": rate, "p50_s": p50, "p99_s": p99, "mfu": mfu,
+                                       "agreement": agree, "dev_accuracy": accuracy}  # fmt: skip
+        lines.append(f"| {name} | {rate:,.0f} | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {rate / base:.2f}x | "
+                     f"{rate / base32:.2f}x | {mfu:.1%} | {agree:.2%} | {accuracy:.4f} |")  # fmt: skip
+    ceiling = peak * 1e9 / (2 * params * tokens / len(pairs))
+    results["fp32_ceiling_pairs_per_s"] = ceiling
+    lines += ["", f"At 100% of the fp32 matmul peak the model's own FLOPs allow {ceiling:,.0f} pairs/s: "
+              f"{ceiling / base:.1f}x the pipeline's default."]  # fmt: skip
     table = "\n".join(lines) + "\n"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "infer_speed.json").write_text(json.dumps(results))

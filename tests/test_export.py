@@ -66,6 +66,16 @@ def test_onnx_axes_are_dynamic_and_logits_match_pytorch_at_any_shape(fp32, run_d
         np.testing.assert_allclose(logits_for(onnx_run, raw), logits_for(torch_run, raw), atol=1e-4)
 
 
+def test_onnx_session_uses_pytorchs_thread_count(fp32, monkeypatch):
+    import torch
+
+    from seqtune.export import OnnxClassifier
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # what OMP_NUM_THREADS=1 gives
+    assert OnnxClassifier(fp32).session.get_session_options().intra_op_num_threads == 1
+    assert OnnxClassifier(fp32, threads=3).session.get_session_options().intra_op_num_threads == 3
+
+
 def test_int8_export_records_its_agreement_and_predicts(int8, run_dir):
     v = json.loads((int8 / EXPORT_INFO).read_text())["validation"]
     assert 0 < v["max_abs_logit_diff"] < 0.5 and 0 <= v["label_agreement"] <= 1

@@ -49,7 +49,8 @@ class OnnxClassifier:
     """An onnxruntime session that answers like a Hugging Face model: ``model(**batch).logits``.
 
     That is all `seqtune.inference.infer_logits` needs, so prediction, evaluation and serving run an exported
-    folder through the same code as a PyTorch run.
+    folder through the same code as a PyTorch run. ``threads``: onnxruntime's intra-op threads (default: as many
+    as PyTorch uses).
     """
 
     def __init__(self, path: Path, threads: int | None = None):
@@ -58,8 +59,8 @@ class OnnxClassifier:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no warnings about unused initializers on every load
-        if threads:
-            options.intra_op_num_threads = threads
+        # The same thread count as PyTorch's (OMP_NUM_THREADS, torch.set_num_threads), so one setting limits both.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         self.session = ort.InferenceSession(str(path / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.config = AutoConfig.from_pretrained(path)
