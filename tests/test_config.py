@@ -22,8 +22,8 @@ def test_defaults():
     cfg = load_config(None, ["task=mrpc"])
     assert cfg.task == "mrpc"
     assert cfg.model.name == "minilm"
-    assert cfg.train.batch_size == 32
-    assert cfg.train.lr == 1e-4
+    assert cfg.train.batch_size == 16
+    assert cfg.train.lr == 8e-5
     assert cfg.train.epochs == 3.0
     assert cfg.data.text_column == "text"
     assert cfg.seed == 42
@@ -150,7 +150,7 @@ def test_yaml_top_level_must_be_a_mapping(tmp_path):
 def test_empty_yaml_file_means_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    assert load_config(path, ["task=rte"]).train.batch_size == 32
+    assert load_config(path, ["task=rte"]).train.batch_size == 16
 
 
 def test_missing_config_file(tmp_path):
@@ -205,7 +205,7 @@ def test_with_overrides_from_strings_and_dicts_leaves_the_original():
     changed = base.with_overrides(["train.lr=3e-5", "seed=7"])
     assert changed.train.lr == pytest.approx(3e-5) and isinstance(changed.train.lr, float)
     assert changed.seed == 7 and changed.train.batch_size == 16 and changed.task == "mrpc"
-    assert base.train.lr == 1e-4 and base.seed == 42  # a copy: the original is untouched
+    assert base.train.lr == 8e-5 and base.seed == 42  # a copy: the original is untouched
     assert changed.model is not base.model
     dotted = base.with_overrides({"train.lr": 3e-5, "seed": 7})
     nested = base.with_overrides({"train": {"lr": 3e-5}, "seed": 7})

@@ -120,3 +120,21 @@ def test_distributed_resume_matches_and_needs_the_same_world(runs, tiny_model_di
     assert [(h["step"], h["metrics"]) for h in resumed] == [(h["step"], h["metrics"]) for h in whole]
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+
+
+def test_a_failed_write_on_the_main_process_stops_the_others_at_once(runs, tiny_model_dir):
+    root, data = runs["root"], runs["data"]
+    overrides = [
+        f"model.name={tiny_model_dir}", f"data.train_file={data / 'train.csv'}",
+        f"data.validation_file={data / 'dev.csv'}", "model.max_length=32", "quiet=true",
+        f"output={root / 'full-disk'}", "train.batch_size=4", "train.eval_every=2", "train.max_steps=4",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*cmd, str(TESTS / "ddp_full_disk_worker.py"), *overrides], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "no space left on device" in output  # the main process's own error
+    # the other process learnt of it in the same all-reduce and stopped itself, instead of waiting in a collective
+    assert "process 1: stopping because the main process failed writing the run folder" in output

@@ -74,11 +74,11 @@ class DataConfig:
 class TrainConfig:
     epochs: float = 3.0
     """Passes over the training data."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Examples per optimizer step per device (before gradient accumulation)."""
     eval_batch_size: int = 128
     """Examples per evaluation batch."""
-    lr: float = 1e-4
+    lr: float = 8e-5
     """Peak learning rate of AdamW (reached after warmup, then linear decay to 0)."""
     weight_decay: float = 0.01
     """AdamW weight decay; never applied to biases and LayerNorm weights."""

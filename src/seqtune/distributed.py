@@ -8,8 +8,9 @@ process trains on its share of every optimizer step's examples; gradients are av
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from seqtune.errors import SeqtuneError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +58,31 @@ class World:
     def gather(self, obj: object) -> list:
         """Every process's ``obj``, in rank order."""
         return [obj] if self.size == 1 else gather_object([obj])
+
+    def on_main(self, write: Callable[[], T]) -> T | None:
+        """Run ``write`` on the main process only, and let every process know whether it failed.
+
+        Without this an error in a main-only write (a full disk, say) ends the main process while the others wait
+        in their next collective until its timeout (where no launcher stops them, e.g. on other machines). The
+        flag travels in one all-reduce, which is also the barrier after the write. A world of one just calls it.
+        """
+        if self.size == 1:
+            return write()
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = write()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
+                error = exc
+        (failed,) = self.sum([0.0 if error is None else 1.0])
+        if error is not None:
+            raise error
+        if failed:
+            raise SeqtuneError(
+                f"process {self.rank}: stopping because the main process failed writing the run folder; its "
+                "error message says why"
+            )
+        return result
 
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()

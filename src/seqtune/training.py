@@ -220,12 +220,18 @@ def train(
             return
         last_saved[0] = state["step"]
         rngs = world.gather(ckpt.rng_state()) if world.size > 1 else None
-        if world.is_main:
-            unwrapped = accelerator.unwrap_model(model)
-            ckpt.save_checkpoint(
+        unwrapped = accelerator.unwrap_model(model)
+        world.on_main(
+            lambda: ckpt.save_checkpoint(
                 run_dir, state["step"], unwrapped, optimizer, scheduler, state, t.keep_checkpoints, rngs
             )
-        world.barrier()
+        )
+
+    def save_best(unwrapped: torch.nn.Module, logits: dict[str, np.ndarray]) -> None:
+        """The best model and its dev predictions, for reports without a re-run."""
+        arrays = {f"{split}/logits": v for split, v in logits.items()}
+        arrays |= {f"{split}/labels": np.asarray(encoded[split]["labels"]) for split in logits}
+        ckpt.save_best(run_dir / ckpt.CHECKPOINTS / "best", unwrapped, arrays, run_dir)
 
     def evaluate_and_checkpoint(bar) -> bool:
         """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop."""
@@ -245,10 +251,7 @@ def train(
         if improved:
             state["best"] = {**entry, "score": score}
             state["bad_evals"] = 0
-            if world.is_main:  # the best checkpoint's dev predictions, for reports without a re-run
-                arrays = {f"{split}/logits": v for split, v in logits.items()}
-                arrays |= {f"{split}/labels": np.asarray(encoded[split]["labels"]) for split in logits}
-                ckpt.save_best(run_dir / ckpt.CHECKPOINTS / "best", unwrapped, arrays, run_dir)
+            world.on_main(lambda: save_best(unwrapped, logits))
         else:
             state["bad_evals"] += 1
         if on_evaluate is not None:
@@ -323,13 +326,10 @@ def train(
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
 
-    done = result(run_dir, task, state, completed=True)
-    if world.is_main:
-        unwrapped = accelerator.unwrap_model(model)
-        args = (tokenizer, device, precision, reporter, lengths, max_length, distributed)
-        done = finish(run_dir, cfg, task, state, unwrapped, *args)
-    world.barrier()
-    return done
+    unwrapped = accelerator.unwrap_model(model)
+    args = (tokenizer, device, precision, reporter, lengths, max_length, distributed)
+    finished = world.on_main(lambda: finish(run_dir, cfg, task, state, unwrapped, *args))
+    return finished if world.is_main else result(run_dir, task, state, completed=True)
 
 
 def train_step(model, train_ds, idxs, weight, collator, task, weights, t, accelerator, precision) -> list[float]:
