@@ -16,6 +16,7 @@ import time
 import torch
 
 from seqtune.batching import Collator, length_grouped_order, take_rows
+from seqtune.config import TrainConfig
 from seqtune.data import load_glue
 from seqtune.encoding import tokenize
 from seqtune.modeling import load_model, load_tokenizer, resolve_model
@@ -38,7 +39,7 @@ def make(lever: dict, path: str, task):
     if lever.get("freeze"):
         model.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=lever.get("fused", False) or None)
+    opt = torch.optim.AdamW(params, lr=TrainConfig().lr, fused=lever.get("fused", False) or None)
     model.train()
     return model, opt
 
@@ -63,7 +64,7 @@ def main() -> None:
     ap.add_argument("--glue-dir", default="../shared/glue")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: seqtune's")
     args = ap.parse_args()
     task = get_task("mrpc")
     path = resolve_model("minilm")
