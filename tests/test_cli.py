@@ -159,6 +159,12 @@ def test_several_config_problems_in_one_line(capsys, tiny_model_dir, out, toy_cs
     assert_nothing_written(out)
 
 
+def test_dropout_out_of_range(capsys, tiny_model_dir, out, toy_csv):
+    code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", toy_csv, "--dropout", "1.2")
+    assert_clean_error(code, err, "model.dropout: expected a probability in [0, 1) or null, found 1.2")
+    assert_nothing_written(out)
+
+
 def test_missing_config_file(capsys, tiny_model_dir, out, toy_csv, tmp_path):
     code, _, err = _train(capsys, tiny_model_dir, out, "--train-file", toy_csv, "--config", tmp_path / "nope.yaml")
     assert_clean_error(code, err, f"config file {tmp_path / 'nope.yaml'} not found")
@@ -217,7 +223,7 @@ def test_real_process_exit_code_and_one_line(tmp_path):
 def test_flags_become_typed_config_values(tmp_path):
     ns = build_parser().parse_args(
         ["train", "--train-file", "2024.csv", "--text-column", "1e5", "--output", "runs/😀 é",
-         "--lr", "3e-5", "--epochs", "1", "--batch-size", "8", "--regression", "--quiet", "seed=3"]
+         "--lr", "3e-5", "--epochs", "1", "--batch-size", "8", "--regression", "--quiet", "--dropout", "0", "seed=3"]
     )  # fmt: skip
     task, overrides = train_overrides(ns)
     assert task is None
@@ -228,6 +234,7 @@ def test_flags_become_typed_config_values(tmp_path):
     assert cfg.train.lr == pytest.approx(3e-5) and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 1.0 and cfg.train.batch_size == 8
     assert cfg.data.problem_type == "regression" and cfg.quiet is True and cfg.seed == 3
+    assert cfg.model.dropout == 0.0 and isinstance(cfg.model.dropout, float)
 
 
 def test_flags_override_the_config_file(tmp_path):
