@@ -1,7 +1,7 @@
 """Does `torch.compile` pay for fine-tuning here? Eager vs compiled with a few fixed length buckets, one run.
 
-Both contenders train the packaged MiniLM on the same real, length-grouped MRPC batches of 32 (forward, backward,
-clip, fused AdamW), alternating rounds in one process:
+Both contenders train the packaged MiniLM on the same real, length-grouped MRPC batches (seqtune's default size
+unless --batch-size; forward, backward, clip, fused AdamW), alternating rounds in one process:
   eager:     dynamic padding to each batch's longest row (seqtune's default).
   compiled:  `torch.compile(model, dynamic=False)` with every batch padded up to a multiple of ``--bucket``
              tokens, so only a few shapes exist and each compiles once (no recompiles after the first round).
@@ -24,6 +24,7 @@ import torch
 from step_levers import run_steps  # same directory
 
 from seqtune.batching import Collator, length_grouped_order, take_rows
+from seqtune.config import TrainConfig
 from seqtune.data import load_glue
 from seqtune.encoding import tokenize
 from seqtune.modeling import load_model, load_tokenizer, resolve_model
@@ -34,7 +35,7 @@ def build(path: str, task, compiled: bool):
     torch.manual_seed(0)
     model = load_model(path, task)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=TrainConfig().lr, fused=True)
     forward = torch.compile(model, dynamic=False) if compiled else model
     return model, forward, opt
 
@@ -50,13 +51,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds after the first (compiling) round")
     ap.add_argument("--bucket", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: seqtune's")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     task = get_task("mrpc")
     path = resolve_model("minilm")
     tokenizer = load_tokenizer(path)
     encoded = tokenize(load_glue(task, args.glue_dir), task, tokenizer, 512, show_progress=False)["train"]
-    order = [b for b in length_grouped_order(encoded["length"], 32, seed=0, epoch=0) if len(b) == 32][: args.steps]
+    bs = args.batch_size
+    order = [b for b in length_grouped_order(encoded["length"], bs, seed=0, epoch=0) if len(b) == bs][: args.steps]
     rows = [take_rows(encoded, idxs) for idxs in order]
     eager_batches = [Collator(tokenizer)(r) for r in rows]
     bucket_batches = [Collator(tokenizer, pad_to_multiple_of=args.bucket)(r) for r in rows]
@@ -89,7 +92,7 @@ def main() -> None:
     }
     md = "\n".join(
         [
-            f"Machine: {summary['machine']}; {len(rows)} MRPC batches of 32 x {args.rounds} timed rounds; "
+            f"Machine: {summary['machine']}; {len(rows)} MRPC batches of {bs} x {args.rounds} timed rounds; "
             f"compiled batches padded to multiples of {args.bucket} ({len(shapes)} shapes).",
             "",
             "| contender | real tok/s (steady) | vs eager | first round s (incl. compile) |",

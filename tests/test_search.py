@@ -72,7 +72,7 @@ def test_baseline_params_are_the_settings_that_lie_inside_the_space():
 
 def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp_path):
     out = tmp_path / "search"
-    cfg = _cfg(tiny_model_dir, toy_csv, out)
+    cfg = _cfg(tiny_model_dir, toy_csv, out, "train.lr=2e-4")  # inside SPACE, so trial 0 is these settings
     result = search(cfg, n_trials=3, space=SPACE, train_shard=0.5)
     assert len(result.trials) == 3 and {t["state"] for t in result.trials} <= {"COMPLETE", "PRUNED"}
     assert (result.best_run / "model.safetensors").is_file() and (result.best_run / "task.json").is_file()
@@ -80,7 +80,7 @@ def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp
     record = json.loads((result.best_run / "search.json").read_text())
     assert record["best_params"] == result.best_params and record["train_shard"] == 0.5
     assert record["best_value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
-    # the first trial is the run's own settings (lr 1e-4 is inside SPACE): the search can't return worse on its score
+    # the first trial is the run's own settings: the search can't return worse on its score
     assert record["trials"][0]["baseline"] and record["trials"][0]["params"] == {"train.lr": cfg.train.lr}
     assert not any(t["baseline"] for t in record["trials"][1:])
     # the retrained model used the best lr on the full data
