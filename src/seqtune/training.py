@@ -93,6 +93,15 @@ def setup_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device
 # ------------------------------------------------------------------------------------------------ the run
 
 
+def _start_folder(run_dir: Path, cfg: RunConfig) -> None:
+    """A new run's folder, with the config it runs (``overwrite`` clears an old one first)."""
+    if cfg.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.output = str(run_dir)
+    cfg.save(run_dir / "config.yaml")
+
+
 def _prepare_dir(cfg: RunConfig) -> tuple[Path, Path | None]:
     """Run folder and the checkpoint to resume from (if resuming)."""
     if cfg.resume_from is not None:
@@ -194,15 +203,10 @@ def train(
     if resume_from is not None:
         world.check_resume(ckpt.saved_world_size(resume_from), resume_from)
         state = ckpt.load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler, world.rank)
-        if world.is_main:
-            runfolder.trim_log(run_dir, state["step"])  # drop lines logged after the checkpoint
+        world.on_main(lambda: runfolder.trim_log(run_dir, state["step"]))  # drop lines logged after the checkpoint
         reporter.info(f"resumed from {resume_from} at step {state['step']}")
-    elif world.is_main:
-        if cfg.overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.output = str(run_dir)
-        cfg.save(run_dir / "config.yaml")
+    else:
+        world.on_main(lambda: _start_folder(run_dir, cfg))
     shape = f" ({t.batch_size} per process x {world.size} processes x {t.grad_accum} accumulation)"
     reporter.info(
         f"{task.name}: {len(train_ds)} train examples, {total_steps} steps of {step_size}"
