@@ -200,3 +200,29 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--auto-precision",
+        choices=("native", "bf16", "fp32"),
+        default="native",
+        help="what `precision: auto` resolves to in this run: native (by the CPU), or bf16/fp32 forced "
+        "(sets SEQTUNE_AUTO_PRECISION), so an AVX2 machine can run what a bf16 machine runs and the reverse",
+    )
+
+
+def pytest_configure(config):
+    choice = config.getoption("--auto-precision")
+    if choice != "native":
+        os.environ["SEQTUNE_AUTO_PRECISION"] = choice
+
+
+def pytest_report_header(config):
+    import torch
+
+    from seqtune.inference import bf16_supported
+
+    native = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
+    forced = os.environ.get("SEQTUNE_AUTO_PRECISION")
+    return f"seqtune: precision auto -> {forced or native} ({'forced' if forced else 'native'} on this CPU)"

@@ -58,7 +58,7 @@ def test_fp32_export_is_validated_on_the_runs_dev_rows(fp32, run_dir):
 
 
 def test_onnx_axes_are_dynamic_and_logits_match_pytorch_at_any_shape(fp32, run_dir):
-    torch_run, onnx_run = load_run(run_dir), load_run(fp32)
+    torch_run, onnx_run = load_run(run_dir, precision="fp32"), load_run(fp32)  # fp32 on both sides: exact match
     shapes = [i.shape for i in onnx_run.model.session.get_inputs()]
     assert all(isinstance(d, str) for shape in shapes for d in shape), shapes  # symbolic batch and sequence
     for texts in (TEXTS[:1], TEXTS, TEXTS * 5):  # batch 1, 4, 20; sequence lengths vary with the batch
@@ -118,7 +118,19 @@ def test_below_min_agreement_is_an_error(fp32, tmp_path):
         load_run(tmp_path / "q")
 
 
-def test_cli_predict_runs_an_export_like_a_run(fp32, run_dir, capsys):
+def test_onnx_export_agrees_with_the_bf16_pytorch_path(fp32, run_dir):
+    """What `auto` runs on a bf16 CPU: bf16 autocast against the fp32 export, within bf16's rounding."""
+    bf16_run, onnx_run = load_run(run_dir, precision="bf16"), load_run(fp32)
+    raw = raw_dataset(bf16_run.task, TEXTS * 5, None)
+    torch_logits, onnx_logits = logits_for(bf16_run, raw), logits_for(onnx_run, raw)
+    assert not np.array_equal(torch_logits, onnx_logits)  # bf16 really ran
+    np.testing.assert_allclose(torch_logits, onnx_logits, atol=0.05)
+    margin = np.abs(onnx_logits[:, 0] - onnx_logits[:, 1]) > 0.1  # rows not on the decision boundary
+    assert (torch_logits.argmax(-1) == onnx_logits.argmax(-1))[margin].all()
+
+
+def test_cli_predict_runs_an_export_like_a_run(fp32, run_dir, capsys, monkeypatch):
+    monkeypatch.setenv("SEQTUNE_AUTO_PRECISION", "fp32")  # the run's side in fp32, as the export computes
     assert main(["predict", str(fp32), *[a for t in TEXTS for a in ("--text", t)]]) == 0
     from_onnx = json.loads(capsys.readouterr().out)
     assert main(["predict", str(run_dir), *[a for t in TEXTS for a in ("--text", t)]]) == 0

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from seqtune.metrics import compute_metrics, is_better, logits_to_predictions, make_compute_metrics
+from seqtune.metrics import (
+    compute_metrics,
+    is_better,
+    logits_to_predictions,
+    make_compute_metrics,
+    trivial_baseline,
+    undefined_reason,
+)
 from seqtune.tasks import GLUE_TASKS, custom_task
 
 # --- A 6-example binary case, used for accuracy / f1 / MCC ------------------------------------------------
@@ -288,3 +295,21 @@ def test_metric_not_defined_for_problem_type_raises():
     task = replace(GLUE_TASKS["sst2"], metrics=("accuracy", "pearson"))
     with pytest.raises(ValueError, match="pearson"):
         compute_metrics(task, BIN_LOGITS, BIN_LABELS)
+
+
+def test_trivial_baselines_per_problem_type():
+    multi = custom_task(pair=False, problem_type="multi_label_classification", label_names=("a", "b", "c"))
+    what, score = trivial_baseline(multi, np.zeros((4, 3)), np.array([[1, 0, 0], [0, 0, 0], [0, 1, 1], [0, 0, 0]]))
+    assert (what, score) == ("the empty label set for every input", 0.0)  # micro-F1 of predicting nothing
+    reg = custom_task(pair=False, problem_type="regression", label_names=None)
+    what, score = trivial_baseline(reg, np.array([1.0, 3.0]), np.array([0.0, 5.0, 2.0]))
+    assert what == "the mean training target 2 for every input" and score == 0.0  # Pearson of a constant: 0
+    cola = GLUE_TASKS["cola"]  # majority class 'acceptable' (1) from train; MCC of a constant prediction is 0
+    assert trivial_baseline(cola, np.array([1, 1, 0]), np.array([0, 1, 1]))[1] == 0.0
+
+
+def test_undefined_reason_names_constant_predictions_or_labels():
+    reg = custom_task(pair=False, problem_type="regression", label_names=None)
+    constant = undefined_reason(reg, np.full((3, 1), 2.5), np.array([1.0, 2.0, 3.0]))
+    assert "same value for every validation input (constant predictions)" in constant
+    assert "every validation label is the same" in undefined_reason(reg, np.array([[1.0], [2.0]]), np.array([3.0, 3.0]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import interrupt_training, make_rows, write_csv
+from conftest import interrupt_training, make_rows, run_cli, write_csv
 from safetensors.torch import load_file
 
 from seqtune import load_config
@@ -34,16 +34,38 @@ def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
         torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
 
 
+def _accumulated_and_big(model: Path, data: Path, tmp_path: Path, precision: str) -> tuple[Path, Path]:
+    common = (f"data.train_file={data}", "train.max_steps=3", "train.lr=1e-3", "train.warmup_ratio=0",
+              f"train.precision={precision}")  # fmt: skip
+    train(_cfg(model, tmp_path / "accum", *common, "train.batch_size=8", "train.grad_accum=2"))
+    train(_cfg(model, tmp_path / "big", *common, "train.batch_size=16", "train.grad_accum=1"))
+    return tmp_path / "accum", tmp_path / "big"
+
+
 def test_accumulation_equals_one_big_batch(tiny_model_dir, toy_csv, tmp_path):
-    """2 micro-batches of 8 == one batch of 16 (same examples, same step): same weights after training."""
-    common = (f"data.train_file={toy_csv}", "train.max_steps=3", "train.lr=1e-3", "train.warmup_ratio=0")
-    train(_cfg(tiny_model_dir, tmp_path / "accum", *common, "train.batch_size=8", "train.grad_accum=2"))
-    train(_cfg(tiny_model_dir, tmp_path / "big", *common, "train.batch_size=16", "train.grad_accum=1"))
-    _assert_same_weights(tmp_path / "accum", tmp_path / "big", atol=1e-6)
+    """2 micro-batches of 8 == one batch of 16 (same examples, same step): same weights after training (fp32: exact
+    arithmetic is what is compared, so it is pinned whatever the CPU would pick)."""
+    accum, big = _accumulated_and_big(tiny_model_dir, toy_csv, tmp_path, "fp32")
+    _assert_same_weights(accum, big, atol=1e-6)
     # and the run really trained: weights moved away from the starting point
     start = load_file(tiny_model_dir / "model.safetensors")
-    moved = _weights(tmp_path / "big")["bert.encoder.layer.0.attention.self.query.weight"]
+    moved = _weights(big)["bert.encoder.layer.0.attention.self.query.weight"]
     assert not torch.allclose(moved, start["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_accumulation_in_bf16_matches_within_bf16_rounding(tiny_model_dir, toy_csv, tmp_path):
+    """The bf16 path (what `auto` picks on AVX512-BF16/AMX CPUs): the same update up to bf16 rounding.
+
+    Adam's first steps move a weight by about +-lr whatever its gradient's size, so a near-zero gradient whose sign
+    bf16 rounding flips can differ by up to 2 x lr x steps (6e-3); nearly every weight must agree far closer
+    (measured on an AVX512-BF16 CPU: worst 2.4e-4, 0.02% of a tensor's weights beyond 1e-4).
+    """
+    accum, big = _accumulated_and_big(tiny_model_dir, toy_csv, tmp_path, "bf16")
+    wa, wb = _weights(accum), _weights(big)
+    for key, weight in wb.items():
+        torch.testing.assert_close(wa[key], weight, atol=6e-3, rtol=0, msg=key)
+        assert ((wa[key] - weight).abs() > 1e-4).float().mean() < 0.01, key
+    assert json.loads((big / "metrics.json").read_text())["precision"] == "bf16"
 
 
 def test_resume_matches_uninterrupted_run(tiny_dropout_model_dir, toy_csv, tmp_path):
@@ -167,6 +189,7 @@ def test_regression_end_to_end(tiny_model_dir, tmp_path):
             "data.label_column=score",
             "train.epochs=2",
             "train.lr=1e-3",
+            "train.precision=fp32",  # the tiny model's outputs differ by less than bf16 resolves near 2.5
         )
     )
     assert set(result.best["metrics"]["validation"]) == {"pearson", "spearmanr", "mse"}
@@ -303,3 +326,38 @@ def test_report_to_tensorboard_writes_event_files(tiny_model_dir, toy_csv, tmp_p
     history = json.loads((out / "metrics.json").read_text())["history"]
     logged = [(e.step, e.value) for e in events.Scalars("validation/accuracy")]
     assert logged == [(h["step"], pytest.approx(h["metrics"]["validation"]["accuracy"])) for h in history]
+
+
+def test_a_run_without_a_finite_score_still_finishes_and_says_why(tiny_model_dir, tmp_path, capsys):
+    """Every validation target is the same, so Pearson is NaN at every evaluation: NaN never counts as better, early
+    stopping counts it as no improvement, and the run still ends with the last weights, a card, a report and one
+    warning line."""
+    rows = [{"text": r["text"], "score": 2.5} for r in make_rows(40)]
+    data, out = write_csv(tmp_path / "flat.csv", rows), tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", "--train-file", data, "--label-column", "score", "--regression",
+                                "--model", tiny_model_dir, "--max-length", "32", "--batch-size", "8", "--epochs", "3",
+                                "--early-stopping", "1", "--output", out, "--quiet")  # fmt: skip
+    assert code == 0, err
+    assert "custom done" in stdout
+    reason = "every validation label is the same, so pearson is undefined"
+    assert err.count("\n") == 1 and err.startswith("seqtune: warning: no evaluation produced a usable pearson"), err
+    assert reason in err and "the last weights are kept" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best"] is None and len(metrics["history"]) == 1  # early stopping: patience 1, no improvement
+    assert metrics["warnings"] == [err.removeprefix("seqtune: warning: ").strip()]
+    assert reason in (out / "README.md").read_text() and "Kept weights: the last evaluation's" in (
+        out / "README.md"
+    ).read_text()
+    assert reason in (out / "report.html").read_text()
+    [record] = predict(out, "a happy cat")  # the kept weights load and predict like any run's
+    assert isinstance(record["score"], float)
+
+
+def test_a_model_that_learned_nothing_is_called_out(tiny_model_dir, tmp_path):
+    """Every text is the same, so every prediction is too: no better than the majority class (60% 'a')."""
+    rows = [{"text": "the same words", "label": "a" if i % 5 < 3 else "b"} for i in range(100)]
+    data = write_csv(tmp_path / "same.csv", rows)
+    result = train(_cfg(tiny_model_dir, tmp_path / "run", f"data.train_file={data}", "train.epochs=1"))
+    [warning] = result.warnings
+    assert "no better than predicting the training set's majority class" in warning
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["warnings"] == [warning]

@@ -60,6 +60,9 @@ class DataConfig:
     """Multi-label: separator when labels come as one string (``"billing,urgent"``)."""
     validation_fraction: float = 0.1
     """Own data without a validation file: share of the training rows held out (seeded, stratified when possible)."""
+    validation_from_train: bool = False
+    """GLUE: hold out ``validation_fraction`` of the training rows (seeded, stratified) as the validation split and
+    leave the official dev split(s) unused, so recipes can be chosen without looking at dev."""
     max_train_samples: int | None = None
     """Use only the first N training rows (quick experiments, tests)."""
     train_shard: float | None = None

@@ -301,7 +301,7 @@ def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]
     if cfg.validation_file:
         out["validation"] = read_split(cfg.validation_file, task, cols, cfg.label_column, cfg.label_delimiter, flags)
     else:
-        out["train"], out["validation"] = _hold_out(out["train"], cfg, problem, seed)
+        out["train"], out["validation"] = hold_out(out["train"], cfg, problem, seed)
     if cfg.test_file:
         table = read_table(cfg.test_file)
         require_columns(table, {c: f for c, f in flags.items() if c != cfg.label_column})
@@ -312,14 +312,15 @@ def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]
     return out, task
 
 
-def _hold_out(train: Dataset, cfg: DataConfig, problem: str, seed: int) -> tuple[Dataset, Dataset]:
+def hold_out(train: Dataset, cfg: DataConfig, problem: str, seed: int) -> tuple[Dataset, Dataset]:
     """Seeded split of the training rows into train / validation, stratified by label when possible."""
+    where = cfg.train_file or "the training split"
     fraction = cfg.validation_fraction
     if not 0 < fraction < 1:
         raise SeqtuneError(f"validation fraction {fraction} is not between 0 and 1; pass e.g. 0.1 or --validation-file")
     if len(train) < 2:
         raise SeqtuneError(
-            f"{cfg.train_file}: {len(train)} row(s) is too few to hold out validation rows; "
+            f"{where}: {len(train)} row(s) is too few to hold out validation rows; "
             "add examples or pass --validation-file"
         )
     stratify = "label" if problem == "single_label_classification" else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from datasets import Dataset, DatasetDict
 
 from seqtune.batching import Collator, sorted_order, take_rows
 from seqtune.distributed import World
+from seqtune.errors import SeqtuneError
 from seqtune.metrics import compute_metrics
 from seqtune.tasks import TaskSpec
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# What ``precision: auto`` resolves to when set (``bf16`` or ``fp32``), whatever the hardware: lets a developer on an
+# AVX2 machine see what a bf16 machine computes (``pytest --auto-precision bf16`` sets it), and the reverse.
+AUTO_PRECISION_ENV = "SEQTUNE_AUTO_PRECISION"
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -34,10 +39,16 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where it is native, else ``fp32``; explicit choices are kept."""
-    if requested == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return requested
+    """``auto`` -> ``bf16`` where it is native, else ``fp32`` (or what ``SEQTUNE_AUTO_PRECISION`` says); explicit
+    choices are kept."""
+    if requested != "auto":
+        return requested
+    forced = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if forced in ("bf16", "fp32"):
+        return forced
+    if forced:
+        raise SeqtuneError(f"{AUTO_PRECISION_ENV}={forced!r}: expected bf16 or fp32 (or unset it to pick by hardware)")
+    return "bf16" if bf16_supported(device) else "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

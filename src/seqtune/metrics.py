@@ -217,3 +217,44 @@ def is_better(task: TaskSpec, new: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return True
     return new > best if task.greater_is_better else new < best
+
+
+def trivial_baseline(task: TaskSpec, train_labels: np.ndarray, eval_labels: np.ndarray) -> tuple[str, float]:
+    """What a model that learned nothing scores on ``eval_labels``: the training set's majority class
+    (single-label), the empty label set (multi-label) or the mean training target (regression).
+
+    Returns:
+        ``(description, selection score)``. A correlation of constant predictions is undefined; it counts as 0.
+
+    Example:
+        >>> from seqtune.tasks import GLUE_TASKS
+        >>> trivial_baseline(GLUE_TASKS["rte"], np.array([0, 0, 1]), np.array([0, 1, 1, 1]))
+        ("the training set's majority class 'entailment' for every input", 0.25)
+    """
+    train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
+    n = len(eval_labels)
+    if task.is_regression:
+        mean = float(np.mean(train_labels))
+        logits, what = np.full((n, 1), mean), f"the mean training target {mean:.4g} for every input"
+    elif task.is_multi_label:
+        logits, what = np.full((n, task.num_labels), -1.0), "the empty label set for every input"
+    else:
+        majority = int(np.bincount(train_labels.astype(np.int64), minlength=task.num_labels).argmax())
+        logits = np.zeros((n, task.num_labels))
+        logits[:, majority] = 1.0
+        what = f"the training set's majority class '{task.label_names[majority]}' for every input"
+    score = compute_metrics(task, logits, eval_labels)[task.selection_metric]
+    return what, 0.0 if math.isnan(score) else score
+
+
+def undefined_reason(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> str:
+    """Why the selection metric came out NaN for these predictions (constant predictions or labels, usually)."""
+    preds = logits_to_predictions(task, logits)
+    labels = np.asarray(labels)
+    metric = task.selection_metric
+    if len(np.unique(labels, axis=0)) < 2:
+        return f"every validation label is the same, so {metric} is undefined"
+    if len(np.unique(preds, axis=0)) < 2:
+        return f"the model predicts the same value for every validation input (constant predictions), so {metric} " \
+            "is undefined"
+    return f"{metric} came out NaN"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from safetensors.torch import load_model as load_weights
 
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
+from seqtune.metrics import is_better, trivial_baseline, undefined_reason
 from seqtune.progress import hf_progress
 from seqtune.report import write_report
 from seqtune.tasks import TaskSpec
@@ -28,6 +29,7 @@ class TrainResult:
     completed: bool
     train_seconds: float
     tokens_per_second: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: bool) -> TrainResult:
@@ -43,17 +45,56 @@ def result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: bool
     )
 
 
+def quality_warnings(
+    task: TaskSpec, best: dict[str, Any] | None, predictions: dict[str, np.ndarray] | None, train_labels: np.ndarray
+) -> list[str]:
+    """What the user must hear about a finished run's result: no evaluation gave a usable score, or the best one is
+    no better than a model that learned nothing (`trivial_baseline`)."""
+    split = task.eval_splits[0]
+    if predictions is None or f"{split}/logits" not in predictions:
+        return []
+    logits, labels = predictions[f"{split}/logits"], predictions[f"{split}/labels"]
+    metric = task.selection_metric
+    if best is None:
+        reason = undefined_reason(task, logits, labels)
+        return [f"no evaluation produced a usable {metric} ({reason}); the last weights are kept"]
+    what, baseline = trivial_baseline(task, train_labels, labels)
+    if is_better(task, best["score"], baseline):
+        return []
+    return [
+        f"the best {split} {metric} ({best['score']:.4f}) is no better than predicting {what} ({baseline:.4f}): "
+        "the model learned nothing usable; try more epochs or another learning rate"
+    ]
+
+
 def finish(
-    run_dir, cfg, task, state, model, tokenizer, device, precision, reporter, lengths, max_length, distributed
+    run_dir,
+    cfg,
+    task,
+    state,
+    model,
+    tokenizer,
+    device,
+    precision,
+    reporter,
+    lengths,
+    max_length,
+    distributed,
+    train_labels,
 ) -> TrainResult:
     """Put the best weights in the run folder root with the tokenizer, metrics and model card.
 
+    When no evaluation gave a finite score, the ``best`` checkpoint folder holds the last evaluation's weights.
     ``distributed``: the world the run trained in (processes, per-device and global batch, learning rate).
     """
     best_dir = run_dir / ckpt.CHECKPOINTS / "best"
+    predictions = None
     if (best_dir / "model.safetensors").is_file():
         load_weights(model, str(best_dir / "model.safetensors"))
         shutil.copyfile(best_dir / runfolder.EVAL_PREDICTIONS, run_dir / runfolder.EVAL_PREDICTIONS)
+        with np.load(run_dir / runfolder.EVAL_PREDICTIONS) as saved:
+            predictions = {k: saved[k] for k in saved.files}
+    warnings = quality_warnings(task, state["best"], predictions, np.asarray(train_labels))
     with hf_progress(False):
         model.save_pretrained(run_dir)
         tokenizer.save_pretrained(run_dir)
@@ -72,13 +113,17 @@ def finish(
         "train_length_counts": np.bincount(np.asarray(lengths)).tolist(),
         "max_length": max_length,
         "environment": runfolder.environment(),
+        "warnings": warnings,
     }
     runfolder.write_metrics(run_dir, metrics)
     runfolder.write_model_card(run_dir, cfg, task, metrics)
-    write_report(run_dir)
+    write_report(run_dir, task)
     runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
     shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
     done = result(run_dir, task, state, completed=True)
+    done.warnings = warnings
+    for warning in warnings:
+        reporter.warn(warning)
     best = state["best"]["metrics"][task.eval_splits[0]] if state["best"] else {}
     shown = " ".join(f"{k}={v:.4f}" for k, v in best.items())
     reporter.summary(

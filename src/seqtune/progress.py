@@ -23,6 +23,11 @@ class Reporter:
         if not self.quiet:
             self.console.print(message)
 
+    def warn(self, message: str) -> None:
+        """One line on stderr, also in quiet mode: something the user must know about the result."""
+        if self.enabled:
+            print(f"seqtune: warning: {message}", file=sys.stderr, flush=True)
+
     def summary(self, message: str) -> None:
         if self.enabled:
             print(message, file=sys.stdout, flush=True)

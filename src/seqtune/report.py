@@ -33,6 +33,7 @@ from seqtune.plots import (
     prediction_series,
     reliability_bins,
 )
+from seqtune.tasks import TaskSpec
 
 __all__ = [
     "build_series",
@@ -52,7 +53,7 @@ REPORT_DIR = "report"  # PNGs and series.json (the exact numbers plotted)
 COMPARE_IGNORED = frozenset({"output", "overwrite", "resume", "resume_from", "quiet"})
 
 
-def _load(run_dir: Path) -> dict[str, Any]:
+def _load(run_dir: Path, task: TaskSpec | None = None) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise SeqtuneError(f"{run_dir}: run folder not found; pass the --output folder of a seqtune train run")
     if not (run_dir / "metrics.json").is_file() and not (run_dir / "train_log.jsonl").is_file():
@@ -63,7 +64,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
         log = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()] if log_file.is_file() else []
     except json.JSONDecodeError as exc:
         raise SeqtuneError(f"{run_dir}: unreadable metrics.json / train_log.jsonl ({exc})") from exc
-    task = runfolder.load_task(run_dir) if (run_dir / runfolder.TASK_FILE).is_file() else None
+    if task is None and (run_dir / runfolder.TASK_FILE).is_file():
+        task = runfolder.load_task(run_dir)
     npz = run_dir / runfolder.EVAL_PREDICTIONS
     preds = None
     if npz.is_file():
@@ -188,10 +190,11 @@ def _timing(run_dir: Path, metrics: dict[str, Any], series: dict[str, Any]) -> l
     return rows
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
     """Write ``report.html`` and ``report/*.png`` (+ ``report/series.json``) into a run folder; return the HTML path.
 
-    Robust to older or partial runs: a figure whose data is missing is replaced by a note on the page.
+    Robust to older or partial runs: a figure whose data is missing is replaced by a note on the page. ``task``:
+    the run's task spec, when the folder has no ``task.json`` yet (a run being finished writes it last).
 
     Example:
         >>> from seqtune.report import write_report
@@ -202,7 +205,7 @@ def write_report(run_dir: str | Path) -> Path:
     from seqtune import plots
 
     run_dir = Path(run_dir)
-    run = _load(run_dir)
+    run = _load(run_dir, task)
     series, metrics = _build(run), run["metrics"]
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
@@ -228,6 +231,8 @@ def write_report(run_dir: str | Path) -> Path:
     task_name = metrics.get("task") or "?"
     parts = [f"<h1>Training report: {_esc(run_dir.name)}</h1>"]
     parts.append(f'<p class="muted">task {_esc(task_name)}, written {_esc(time.strftime("%Y-%m-%d %H:%M:%S"))}</p>')
+    for warning in metrics.get("warnings") or []:
+        parts.append(f'<p class="note warning">Warning: {_esc(warning)}.</p>')
     if best:
         rows = [(split, name, value) for split, vals in best["metrics"].items() for name, value in vals.items()]
         parts.append(f"<h2>Best checkpoint: step {_esc(best['step'])} (epoch {_esc(_fmt(best.get('epoch')))})</h2>")

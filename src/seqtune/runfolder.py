@@ -133,13 +133,19 @@ def _fmt(v: Any) -> str:
 
 def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: dict[str, Any]) -> None:
     """A README.md that says what the model is, how it was trained and how well it does."""
-    best = metrics.get("best", {})
+    best = metrics.get("best") or {}  # None when no evaluation produced a finite score
     rows = []
     for split, values in best.get("metrics", {}).items():
         for name, value in values.items():
             rows.append(f"| {split} | {name} | {_fmt(value)} |")
     labels = ", ".join(task.label_names) if task.label_names else "regression score"
     data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{cfg.data.train_file}`"
+    if best:
+        kept = f"Best checkpoint: step {best['step']} (epoch {_fmt(best['epoch'])}), chosen by "
+        kept += f"`{task.selection_metric}`"
+    else:
+        kept = f"Kept weights: the last evaluation's (no evaluation produced a usable `{task.selection_metric}`)"
+    warnings = "".join(f"\n> **Warning:** {w}.\n" for w in metrics.get("warnings") or [])
     card = f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -151,13 +157,12 @@ Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtu
 
 - Task: {task.name} ({task.problem_type}); inputs: {", ".join(task.text_columns)}
 - Labels: {labels}
-- Best checkpoint: step {best.get("step", "?")} (epoch {_fmt(best.get("epoch", "?"))}), chosen by \
-`{task.selection_metric}`
+- {kept}
 - Training time: {_fmt(metrics.get("train_seconds", 0.0))} s on {metrics.get("device", "?")} \
 ({metrics.get("precision", "?")})
 
 ## Results
-
+{warnings}
 | split | metric | value |
 |---|---|---|
 {chr(10).join(rows)}

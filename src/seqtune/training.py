@@ -11,6 +11,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from seqtune import runfolder
 from seqtune.batching import Collator, length_grouped_order, random_order, take_rows
 from seqtune.checkpoint import StopSignals
 from seqtune.config import RunConfig
-from seqtune.data import load_custom, load_glue, select_samples, shard_rows
+from seqtune.data import hold_out, load_custom, load_glue, select_samples, shard_rows
 from seqtune.distributed import launch_world, step_share
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
@@ -45,6 +46,10 @@ def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
     if cfg.task is not None:
         task = get_task(cfg.task)
         raw = load_glue(task, cfg.data.data_dir)
+        if cfg.data.validation_from_train:
+            train, held_out = hold_out(raw["train"], cfg.data, task.problem_type, cfg.seed)
+            raw = DatasetDict({"train": train, "validation": held_out})
+            task = replace(task, eval_splits=("validation",))
     else:
         raw, task = load_custom(cfg.data, cfg.seed)
     missing = [s for s in ("train", *task.eval_splits) if s not in raw]
@@ -255,9 +260,10 @@ def train(
         if improved:
             state["best"] = {**entry, "score": score}
             state["bad_evals"] = 0
-            world.on_main(lambda: save_best(unwrapped, logits))
-        else:
+        else:  # NaN (e.g. Pearson of constant predictions) is never better: no improvement for early stopping
             state["bad_evals"] += 1
+        if improved or state["best"] is None:  # until a score is finite, the latest weights stand in for the best
+            world.on_main(lambda: save_best(unwrapped, logits))
         if on_evaluate is not None:
             on_evaluate(len(state["history"]) - 1, score)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics[task.eval_splits[0]].items())
@@ -331,7 +337,7 @@ def train(
                 state["batch_in_epoch"] = 0
 
     unwrapped = accelerator.unwrap_model(model)
-    args = (tokenizer, device, precision, reporter, lengths, max_length, distributed)
+    args = (tokenizer, device, precision, reporter, lengths, max_length, distributed, train_ds["labels"])
     finished = world.on_main(lambda: finish(run_dir, cfg, task, state, unwrapped, *args))
     return finished if world.is_main else result(run_dir, task, state, completed=True)
 
