@@ -69,7 +69,7 @@ def test_onnx_axes_are_dynamic_and_logits_match_pytorch_at_any_shape(fp32, run_d
 def test_onnx_session_uses_pytorchs_thread_count(fp32, monkeypatch):
     import torch
 
-    from seqtune.export import OnnxClassifier
+    from seqtune.runtime import OnnxClassifier
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # what OMP_NUM_THREADS=1 gives
     assert OnnxClassifier(fp32).session.get_session_options().intra_op_num_threads == 1

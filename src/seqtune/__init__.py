@@ -38,6 +38,7 @@ __all__ = [
     "MicroBatcher",
     "export_run",
     "OnnxClassifier",
+    "load_run",
 ]
 
 
@@ -58,7 +59,8 @@ def __getattr__(name: str):
         "ServeSettings": "seqtune.serve",
         "MicroBatcher": "seqtune.microbatch",
         "export_run": "seqtune.export",
-        "OnnxClassifier": "seqtune.export",
+        "OnnxClassifier": "seqtune.runtime",
+        "load_run": "seqtune.runtime",
     }
     if name in lazy:
         import importlib

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -24,9 +23,9 @@ from datasets import Dataset
 from seqtune import runfolder
 from seqtune.errors import SeqtuneError
 from seqtune.extras import require
+from seqtune.predict import load_run, logits_for, raw_dataset
+from seqtune.runtime import EXPORT_INFO, ONNX_FILE, is_onnx_folder
 
-ONNX_FILE = "model.onnx"
-EXPORT_INFO = "export.json"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FP32_TOLERANCE = 1e-3  # max |logit difference| an fp32 export may have; more means the graph is wrong
 FALLBACK_SENTENCES = (
@@ -39,42 +38,6 @@ FALLBACK_SENTENCES = (
     "She did not like the movie at all.",
     "Researchers found that the new method halves the error rate.",
 )
-
-
-def is_onnx_folder(path: Path) -> bool:
-    return (path / ONNX_FILE).is_file()
-
-
-class OnnxClassifier:
-    """An onnxruntime session that answers like a Hugging Face model: ``model(**batch).logits``.
-
-    That is all `seqtune.inference.infer_logits` needs, so prediction, evaluation and serving run an exported
-    folder through the same code as a PyTorch run. ``threads``: onnxruntime's intra-op threads (default: as many
-    as PyTorch uses).
-    """
-
-    def __init__(self, path: Path, threads: int | None = None):
-        ort = require("onnxruntime", "export")
-        from transformers import AutoConfig
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no warnings about unused initializers on every load
-        # The same thread count as PyTorch's (OMP_NUM_THREADS, torch.set_num_threads), so one setting limits both.
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path / ONNX_FILE), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.config = AutoConfig.from_pretrained(path)
-
-    def eval(self) -> OnnxClassifier:
-        return self
-
-    def to(self, device: torch.device) -> OnnxClassifier:
-        return self
-
-    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        feed = {name: inputs[name].cpu().numpy().astype(np.int64, copy=False) for name in self.input_names}
-        (logits,) = self.session.run(["logits"], feed)
-        return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -112,7 +75,6 @@ def validation_rows(run: Any, data_dir: str | None = None, limit: int | None = N
         ds, source = None, f"fixed sentences (dev data unavailable: {exc})"
     if ds is not None and len(ds) > 0:
         return (ds.select(range(min(limit, len(ds)))) if limit else ds), source
-    from seqtune.predict import raw_dataset
 
     texts = list(FALLBACK_SENTENCES)
     pairs = texts[1:] + texts[:1] if task.is_pair else None
@@ -234,7 +196,6 @@ def export_run(
         >>> result = export_run("runs/mrpc", quantize="int8")  # doctest: +SKIP
         >>> result.validation["label_agreement"]  # doctest: +SKIP
     """
-    from seqtune.predict import load_run, logits_for
 
     if fmt != "onnx":
         raise SeqtuneError(f"export format '{fmt}' is not supported; expected --format onnx")
@@ -260,7 +221,7 @@ def export_run(
         _export_graph(run, rows.select(range(min(4, len(rows)))), out / ONNX_FILE)
     run.tokenizer.save_pretrained(out)
     run.model.config.save_pretrained(out)
-    for name in ("task.json", "config.yaml"):
+    for name in (runfolder.TASK_FILE, runfolder.CONFIG_FILE):
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)
     exported = load_run(out)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from seqtune.tasks import TaskSpec
@@ -56,6 +56,60 @@ def logits_to_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
         # sigmoid(x) > 0.5 exactly when x > 0; comparing logits avoids overflow in exp for large values.
         return (logits > 0).astype(np.int64)
     return np.argmax(logits, axis=-1)
+
+
+def probabilities(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits: softmax over labels (single-label), a sigmoid per label (multi-label);
+    regression outputs are returned as they are. Computed without overflow for any logit size.
+
+    Example:
+        >>> from seqtune.tasks import GLUE_TASKS
+        >>> probabilities(GLUE_TASKS["mrpc"], np.array([[0.0, 0.0], [1000.0, -1000.0]])).tolist()
+        [[0.5, 0.5], [1.0, 0.0]]
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if task.is_regression:
+        return logits
+    if task.is_multi_label:
+        return special.expit(logits)
+    return special.softmax(logits, axis=-1)
+
+
+def reliability_bins(confidences: Any, correct: Any, n_bins: int = 10) -> dict[str, Any]:
+    """Bin predictions by confidence into ``n_bins`` equal-width bins ``(lo, hi]`` (0 goes to the first bin).
+
+    Returns ``bin_edges``, and per bin ``count``, mean ``confidence`` and ``accuracy`` (``None`` for empty bins),
+    plus ``ece`` (see `expected_calibration_error`).
+    """
+    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    hit = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if conf.shape != hit.shape:
+        raise ValueError(f"confidences {conf.shape} and correct {hit.shape} differ in length")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    hit_sum = np.bincount(idx, weights=hit, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf, acc = conf_sum / count, hit_sum / count
+    ece = float(np.sum(count / max(len(conf), 1) * np.abs(np.nan_to_num(acc - mean_conf)))) if len(conf) else 0.0
+    return {
+        "bin_edges": edges.tolist(),
+        "count": count.tolist(),
+        "confidence": [None if n == 0 else float(c) for n, c in zip(count, mean_conf, strict=True)],
+        "accuracy": [None if n == 0 else float(a) for n, a in zip(count, acc, strict=True)],
+        "ece": ece,
+    }
+
+
+def expected_calibration_error(confidences: Any, correct: Any, n_bins: int = 10) -> float:
+    """ECE = sum over bins of (bin size / N) * |accuracy(bin) - mean confidence(bin)|.
+
+    Example:
+        >>> round(expected_calibration_error([0.95, 0.85, 0.65, 0.62, 0.55], [1, 0, 1, 0, 1]), 6)
+        0.324
+    """
+    return reliability_bins(confidences, correct, n_bins)["ece"]
 
 
 def _pearson(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -255,6 +309,8 @@ def undefined_reason(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> 
     if len(np.unique(labels, axis=0)) < 2:
         return f"every validation label is the same, so {metric} is undefined"
     if len(np.unique(preds, axis=0)) < 2:
-        return f"the model predicts the same value for every validation input (constant predictions), so {metric} " \
+        return (
+            f"the model predicts the same value for every validation input (constant predictions), so {metric} "
             "is undefined"
+        )
     return f"{metric} came out NaN"

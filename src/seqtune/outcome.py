@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.torch import load_model as load_weights
@@ -15,7 +15,11 @@ from seqtune import runfolder
 from seqtune.metrics import is_better, trivial_baseline, undefined_reason
 from seqtune.progress import hf_progress
 from seqtune.report import write_report
+from seqtune.state import LoopState
 from seqtune.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from seqtune.setup_steps import RunContext
 
 
 @dataclass
@@ -32,16 +36,9 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def result(run_dir: Path, task: TaskSpec, state: dict[str, Any], completed: bool) -> TrainResult:
-    seconds = state["train_seconds"]
+def result(run_dir: Path, task: TaskSpec, state: LoopState, completed: bool) -> TrainResult:
     return TrainResult(
-        run_dir,
-        task,
-        state["best"],
-        state["history"],
-        completed,
-        seconds,
-        state["tokens"] / seconds if seconds else 0.0,
+        run_dir, task, state.best, state.history, completed, state.train_seconds, state.tokens_per_second
     )
 
 
@@ -67,26 +64,18 @@ def quality_warnings(
     ]
 
 
-def finish(
-    run_dir,
-    cfg,
-    task,
-    state,
-    model,
-    tokenizer,
-    device,
-    precision,
-    reporter,
-    lengths,
-    max_length,
-    distributed,
-    train_labels,
-) -> TrainResult:
-    """Put the best weights in the run folder root with the tokenizer, metrics and model card.
+def finish(ctx: RunContext, state: LoopState) -> TrainResult:
+    """Finish a run whose loop is done: on the main process, put the best weights in the run folder root with the
+    tokenizer, metrics, model card and report; every process returns the result.
 
     When no evaluation gave a finite score, the ``best`` checkpoint folder holds the last evaluation's weights.
-    ``distributed``: the world the run trained in (processes, per-device and global batch, learning rate).
     """
+    finished = ctx.world.on_main(lambda: _write_finished_run(ctx, state))
+    return finished if ctx.world.is_main else result(ctx.run_dir, ctx.task, state, completed=True)
+
+
+def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
+    run_dir, task, model = ctx.run_dir, ctx.task, ctx.unwrapped
     best_dir = run_dir / ckpt.CHECKPOINTS / "best"
     predictions = None
     if (best_dir / "model.safetensors").is_file():
@@ -94,39 +83,40 @@ def finish(
         shutil.copyfile(best_dir / runfolder.EVAL_PREDICTIONS, run_dir / runfolder.EVAL_PREDICTIONS)
         with np.load(run_dir / runfolder.EVAL_PREDICTIONS) as saved:
             predictions = {k: saved[k] for k in saved.files}
-    warnings = quality_warnings(task, state["best"], predictions, np.asarray(train_labels))
+    train_ds = ctx.encoded["train"]
+    warnings = quality_warnings(task, state.best, predictions, np.asarray(train_ds["labels"]))
     with hf_progress(False):
         model.save_pretrained(run_dir)
-        tokenizer.save_pretrained(run_dir)
+        ctx.tokenizer.save_pretrained(run_dir)
     metrics = {
         "task": task.name,
         "selection_metric": task.selection_metric,
-        "best": state["best"],
-        "history": state["history"],
-        "train_seconds": state["train_seconds"],
-        "tokens_per_second": state["tokens"] / state["train_seconds"] if state["train_seconds"] else 0.0,
-        "padding_share": 1 - state["tokens"] / state["padded_tokens"] if state["padded_tokens"] else 0.0,
-        "device": device.type,
-        "precision": precision,
-        "distributed": distributed,
+        "best": state.best,
+        "history": state.history,
+        "train_seconds": state.train_seconds,
+        "tokens_per_second": state.tokens_per_second,
+        "padding_share": state.padding_share,
+        "device": ctx.device.type,
+        "precision": ctx.precision,
+        "distributed": ctx.distributed(),
         # examples per token length (index = length), for the report's length histogram
-        "train_length_counts": np.bincount(np.asarray(lengths)).tolist(),
-        "max_length": max_length,
+        "train_length_counts": np.bincount(np.asarray(train_ds["length"])).tolist(),
+        "max_length": ctx.max_length,
         "environment": runfolder.environment(),
         "warnings": warnings,
     }
     runfolder.write_metrics(run_dir, metrics)
-    runfolder.write_model_card(run_dir, cfg, task, metrics)
+    runfolder.write_model_card(run_dir, ctx.cfg, task, metrics)
     write_report(run_dir, task)
     runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
     shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
     done = result(run_dir, task, state, completed=True)
     done.warnings = warnings
     for warning in warnings:
-        reporter.warn(warning)
-    best = state["best"]["metrics"][task.eval_splits[0]] if state["best"] else {}
+        ctx.reporter.warn(warning)
+    best = state.best["metrics"][task.eval_splits[0]] if state.best else {}
     shown = " ".join(f"{k}={v:.4f}" for k, v in best.items())
-    reporter.summary(
+    ctx.reporter.summary(
         f"{task.name} done in {done.train_seconds:.0f}s ({done.tokens_per_second:,.0f} tok/s): {shown} -> {run_dir}"
     )
     return done

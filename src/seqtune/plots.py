@@ -1,4 +1,4 @@
-"""What the report's figures show: the plain data series (and calibration error) and the drawings of them.
+"""What the report's figures show: the plain data series and the drawings of them.
 
 The ``*_series`` functions turn run-folder data into plain lists (what `seqtune.report.build_series` collects);
 the ``*_figure`` functions draw one series each. Figures render on matplotlib's Agg canvas directly (no pyplot,
@@ -15,49 +15,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from seqtune.metrics import probabilities, reliability_bins
 from seqtune.tasks import TaskSpec
 
 BEST_COLOR = "#d62728"
-
-
-# ------------------------------------------------------------------------------------------------ calibration
-
-
-def reliability_bins(confidences: Any, correct: Any, n_bins: int = 10) -> dict[str, Any]:
-    """Bin predictions by confidence into ``n_bins`` equal-width bins ``(lo, hi]`` (0 goes to the first bin).
-
-    Returns ``bin_edges``, and per bin ``count``, mean ``confidence`` and ``accuracy`` (``None`` for empty bins),
-    plus ``ece`` (see `expected_calibration_error`).
-    """
-    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
-    hit = np.asarray(correct, dtype=np.float64).reshape(-1)
-    if conf.shape != hit.shape:
-        raise ValueError(f"confidences {conf.shape} and correct {hit.shape} differ in length")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    hit_sum = np.bincount(idx, weights=hit, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf, acc = conf_sum / count, hit_sum / count
-    ece = float(np.sum(count / max(len(conf), 1) * np.abs(np.nan_to_num(acc - mean_conf)))) if len(conf) else 0.0
-    return {
-        "bin_edges": edges.tolist(),
-        "count": count.tolist(),
-        "confidence": [None if n == 0 else float(c) for n, c in zip(count, mean_conf, strict=True)],
-        "accuracy": [None if n == 0 else float(a) for n, a in zip(count, acc, strict=True)],
-        "ece": ece,
-    }
-
-
-def expected_calibration_error(confidences: Any, correct: Any, n_bins: int = 10) -> float:
-    """ECE = sum over bins of (bin size / N) * |accuracy(bin) - mean confidence(bin)|.
-
-    Example:
-        >>> round(expected_calibration_error([0.95, 0.85, 0.65, 0.62, 0.55], [1, 0, 1, 0, 1]), 6)
-        0.324
-    """
-    return reliability_bins(confidences, correct, n_bins)["ece"]
 
 
 # ------------------------------------------------------------------------------------------------ series
@@ -120,12 +81,10 @@ def calibration_series(task: TaskSpec, preds: dict[str, np.ndarray], n_bins: int
     split = _pick_split(task, preds)
     logits = np.asarray(preds[f"{split}/logits"], dtype=np.float64)
     labels = np.asarray(preds[f"{split}/labels"])
+    probs = probabilities(task, logits)
     if task.is_multi_label:
-        p = 1 / (1 + np.exp(-logits))
-        conf, correct, what = np.maximum(p, 1 - p), (p > 0.5) == labels.astype(bool), "per-label decisions"
+        conf, correct, what = np.maximum(probs, 1 - probs), (probs > 0.5) == labels.astype(bool), "per-label decisions"
     else:
-        z = np.exp(logits - logits.max(-1, keepdims=True))
-        probs = z / z.sum(-1, keepdims=True)
         conf, correct, what = probs.max(-1), probs.argmax(-1) == labels, "top-class confidence"
     return {**reliability_bins(conf, correct, n_bins), "split": split, "what": f"{what}, {split}"}
 

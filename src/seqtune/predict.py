@@ -3,96 +3,24 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset, DatasetDict
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from seqtune import runfolder
 from seqtune.batching import Collator, EncodedRows
-from seqtune.config import RunConfig
 from seqtune.data import features_for, load_glue, read_split, select_samples
 from seqtune.encoding import encode_texts, tokenize
 from seqtune.errors import SeqtuneError
-from seqtune.inference import infer_logits, resolve_precision
+from seqtune.inference import infer_logits
 from seqtune.labels import multi_hot, unlabeled
-from seqtune.metrics import compute_metrics
-from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_tokenizer, model_max_length
-from seqtune.progress import hf_progress
+from seqtune.metrics import compute_metrics, probabilities
 from seqtune.readers import cell_text, read_table, require_columns
+from seqtune.runtime import LoadedRun, load_run
 from seqtune.tasks import TaskSpec
 
 PREDICT_CHUNK = 8192  # texts tokenized and held in memory at once by `predict`
-
-
-@dataclass
-class LoadedRun:
-    """A finished run, ready to predict."""
-
-    run_dir: Path
-    cfg: RunConfig
-    task: TaskSpec
-    model: PreTrainedModel | Any  # Any: an export.OnnxClassifier for exported folders
-    tokenizer: PreTrainedTokenizerBase
-    max_length: int
-    device: torch.device
-    precision: str
-
-    def input_columns(self) -> list[str]:
-        """The column names an input file must have: the names the run was trained with."""
-        if self.cfg.task is None:
-            return [c for c in (self.cfg.data.text_column, self.cfg.data.text_pair_column) if c]
-        return list(self.task.text_columns)
-
-
-def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = False) -> LoadedRun:
-    """Load the model, tokenizer and task of a run folder.
-
-    An exported folder (``seqtune export``, with ``model.onnx``) loads into an onnxruntime session instead.
-    Weights load from ``model.safetensors`` only; ``allow_pickle`` also accepts ``pytorch_model.bin`` (read with
-    ``weights_only=True``).
-
-    Example:
-        >>> run = load_run("runs/mrpc")  # doctest: +SKIP
-    """
-    from seqtune.export import OnnxClassifier, is_onnx_folder
-
-    path = runfolder.check_is_run(run_dir)
-    onnx = is_onnx_folder(path)  # an exported folder: the same files, with model.onnx run by onnxruntime
-    if not onnx:
-        _check_not_rejected(path)
-        check_weights(path, allow_pickle)
-    cfg = runfolder.load_run_config(path)
-    task = runfolder.load_task(path)
-    tokenizer = load_tokenizer(str(path))
-    if onnx:
-        model: PreTrainedModel | OnnxClassifier = OnnxClassifier(path)
-    else:
-        with hf_progress(False):
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, **PICKLE_LOADING if allow_pickle else SAFE_LOADING
-            )
-    device = torch.device("cuda" if torch.cuda.is_available() and not onnx else "cpu")
-    model.to(device).eval()
-    limit = model_max_length(tokenizer, model.config)
-    max_length = min(cfg.model.max_length or limit, limit)
-    return LoadedRun(path, cfg, task, model, tokenizer, max_length, device, resolve_precision(precision, device))
-
-
-def _check_not_rejected(path: Path) -> None:
-    """An export that failed its validation has no model; say why instead of "no weights"."""
-    from seqtune.export import EXPORT_INFO
-
-    try:
-        rejected = json.loads((path / EXPORT_INFO).read_text()).get("rejected")
-    except (OSError, ValueError, AttributeError):
-        return
-    if rejected:
-        raise SeqtuneError(f"{path}: this export failed its validation and has no model: {rejected}")
 
 
 def _as_run(run: str | Path | LoadedRun) -> LoadedRun:
@@ -112,8 +40,8 @@ def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
     if task.is_regression:
         return [{"score": float(v)} for v in logits[:, 0]]
     names = list(task.label_names or ())
+    probs = probabilities(task, logits)
     if task.is_multi_label:
-        probs = 1 / (1 + np.exp(-logits))
         return [
             {
                 "labels": [n for n, p in zip(names, row, strict=True) if p > 0.5],
@@ -121,8 +49,6 @@ def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
             }
             for row in probs
         ]
-    shifted = logits - logits.max(-1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
     return [
         {
             "label": names[int(row.argmax())],

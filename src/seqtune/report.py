@@ -24,15 +24,8 @@ import yaml
 
 from seqtune import runfolder
 from seqtune.errors import SeqtuneError
-from seqtune.plots import (
-    calibration_series,
-    expected_calibration_error,
-    length_series,
-    loss_series,
-    metric_series,
-    prediction_series,
-    reliability_bins,
-)
+from seqtune.metrics import expected_calibration_error, reliability_bins
+from seqtune.plots import calibration_series, length_series, loss_series, metric_series, prediction_series
 from seqtune.tasks import TaskSpec
 
 __all__ = [
@@ -56,11 +49,12 @@ COMPARE_IGNORED = frozenset({"output", "overwrite", "resume", "resume_from", "qu
 def _load(run_dir: Path, task: TaskSpec | None = None) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise SeqtuneError(f"{run_dir}: run folder not found; pass the --output folder of a seqtune train run")
-    if not (run_dir / "metrics.json").is_file() and not (run_dir / "train_log.jsonl").is_file():
+    if not (run_dir / runfolder.METRICS_FILE).is_file() and not (run_dir / runfolder.TRAIN_LOG).is_file():
         raise SeqtuneError(f"{run_dir}: no metrics.json or train_log.jsonl; is this a seqtune run folder?")
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-        log_file = run_dir / "train_log.jsonl"
+        metrics_file = run_dir / runfolder.METRICS_FILE
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        log_file = run_dir / runfolder.TRAIN_LOG
         log = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()] if log_file.is_file() else []
     except json.JSONDecodeError as exc:
         raise SeqtuneError(f"{run_dir}: unreadable metrics.json / train_log.jsonl ({exc})") from exc
@@ -183,7 +177,7 @@ def _timing(run_dir: Path, metrics: dict[str, Any], series: dict[str, Any]) -> l
         ("optimizer steps", (series.get("loss") or {}).get("step", [None])[-1]),
         ("evaluations", len((series.get("metrics") or {}).get("step", []))),
     ]
-    start, end = run_dir / "config.yaml", run_dir / "metrics.json"
+    start, end = run_dir / runfolder.CONFIG_FILE, run_dir / runfolder.METRICS_FILE
     if start.is_file() and end.is_file():
         wall = end.stat().st_mtime - start.stat().st_mtime
         rows.append(("wall time, config.yaml to metrics.json written (s)", round(wall, 1)))
@@ -248,7 +242,7 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
     parts.append("<h2>Timing</h2>" + _table(_timing(run_dir, metrics, series)))
     env_rows, origin = _environment(metrics)
     parts.append(f'<h2>Environment</h2><p class="muted">{_esc(origin)}</p>' + _table(env_rows))
-    config = run_dir / "config.yaml"
+    config = run_dir / runfolder.CONFIG_FILE
     parts.append("<h2>Configuration (config.yaml)</h2>")
     parts.append(
         f"<pre>{_esc(config.read_text())}</pre>" if config.is_file() else '<p class="note">No config.yaml.</p>'
@@ -288,10 +282,10 @@ def compare_runs(run_dirs: list[str | Path]) -> dict[str, Any]:
         raise SeqtuneError("compare needs at least one run folder")
     configs, bests, metrics_all = [], [], []
     for path in paths:
-        if not (path / "config.yaml").is_file() or not (path / "metrics.json").is_file():
+        if not (path / runfolder.CONFIG_FILE).is_file() or not (path / runfolder.METRICS_FILE).is_file():
             raise SeqtuneError(f"{path}: not a finished seqtune run (no config.yaml / metrics.json)")
-        configs.append(flatten(yaml.safe_load((path / "config.yaml").read_text()) or {}))
-        metrics = json.loads((path / "metrics.json").read_text())
+        configs.append(flatten(yaml.safe_load((path / runfolder.CONFIG_FILE).read_text()) or {}))
+        metrics = json.loads((path / runfolder.METRICS_FILE).read_text())
         metrics_all.append(metrics)
         bests.append(metrics.get("best") or {})
     keys = list(dict.fromkeys(k for c in configs for k in c))

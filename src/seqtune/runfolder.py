@@ -20,7 +20,12 @@ from seqtune.config import RunConfig, load_config
 from seqtune.errors import SeqtuneError
 from seqtune.tasks import TaskSpec
 
-TASK_FILE = "task.json"
+# Every file name of a run folder, owned here.
+TASK_FILE = "task.json"  # the task spec; written last, so its presence marks a finished run
+CONFIG_FILE = "config.yaml"  # the resolved seqtune config
+METRICS_FILE = "metrics.json"  # every evaluation, the best, speed, environment, warnings
+TRAIN_LOG = "train_log.jsonl"  # loss, lr, tokens/s every log_every steps
+MODEL_CARD = "README.md"
 EVAL_PREDICTIONS = "eval_predictions.npz"  # best checkpoint's dev logits and labels, per split
 
 
@@ -70,11 +75,11 @@ def check_is_run(run_dir: str | Path) -> Path:
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
-    return load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else RunConfig()
+    return load_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else RunConfig()
 
 
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:
-    with (run_dir / "train_log.jsonl").open("a") as f:
+    with (run_dir / TRAIN_LOG).open("a") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -84,7 +89,7 @@ def trim_log(run_dir: Path, step: int) -> None:
     A process killed mid-write leaves a torn last line: it is dropped. A damaged line before the last one is not
     something a kill does, so it is an error rather than silently lost history.
     """
-    log = run_dir / "train_log.jsonl"
+    log = run_dir / TRAIN_LOG
     if not log.is_file():
         return
     lines = [(n, line) for n, line in enumerate(log.read_bytes().split(b"\n"), start=1) if line.strip()]
@@ -107,7 +112,7 @@ def trim_log(run_dir: Path, step: int) -> None:
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
 
 
 def environment() -> dict[str, str]:
@@ -182,4 +187,4 @@ or `seqtune predict {run_dir} --text "..."`.
 {yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()}
 ```
 """
-    (run_dir / "README.md").write_text(card)
+    (run_dir / MODEL_CARD).write_text(card)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from seqtune import runfolder
 from seqtune.config import RunConfig, read_yaml
 from seqtune.errors import SeqtuneError
 
@@ -288,5 +289,6 @@ def train_seeds(cfg: RunConfig, n_seeds: int) -> tuple[Path, dict[str, dict[str,
         per_seed.append(result.best["metrics"][split])
         runs.append(str(result.run_dir))
     summary = seed_summary(per_seed)
-    (out / "metrics.json").write_text(json.dumps({"seeds": n_seeds, "runs": runs, "summary": summary}, indent=1))
+    record = {"seeds": n_seeds, "runs": runs, "summary": summary}
+    (out / runfolder.METRICS_FILE).write_text(json.dumps(record, indent=1))
     return out, summary

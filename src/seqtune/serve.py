@@ -166,7 +166,7 @@ def _schemas() -> tuple[type, type, type]:
 
 
 def _model_info(run: Any, settings: ServeSettings) -> dict[str, Any]:
-    from seqtune.export import EXPORT_INFO, is_onnx_folder
+    from seqtune.runtime import EXPORT_INFO, is_onnx_folder
 
     onnx = is_onnx_folder(run.run_dir)
     export = json.loads((run.run_dir / EXPORT_INFO).read_text()) if (run.run_dir / EXPORT_INFO).is_file() else {}
@@ -196,7 +196,8 @@ def create_app(run: str | Path | Any, settings: ServeSettings | None = None) -> 
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from seqtune.predict import LoadedRun, load_run, predict
+    from seqtune.predict import predict
+    from seqtune.runtime import LoadedRun, load_run
 
     settings = settings or ServeSettings()
     loaded = run if isinstance(run, LoadedRun) else load_run(run)

@@ -1,0 +1,177 @@
+"""Choose training recipes across tasks, honestly: every score here is on a validation split carved from the
+training data (GLUE: ``data.validation_from_train``; NLU++: 10% of train held out; CLINC150: its own validation
+file), never on GLUE dev or any test split.
+
+    python benchmarks/recipe_study.py --glue-dir ../shared/glue --data-dir ../shared/data \\
+        --tasks rte,cola,nlupp --recipes defaults,long --seeds 42
+
+Each (task, recipe, seed) is one `seqtune.train` run; results are appended to
+``benchmarks/results/recipe_study.json`` as they finish (a rerun skips what is there), and
+``recipe_study.md`` is rendered from all of them: per task and recipe the mean +- std over seeds of the selection
+metric, the epoch of the best evaluation, training seconds and tokens/s, with the CPU's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Recipes are config overrides on top of seqtune's defaults at the time of the run.
+RECIPES: dict[str, list[str]] = {
+    "defaults": [],
+    "epochs3": ["train.epochs=3"],
+    "epochs10": ["train.epochs=10"],
+    "epochs20": ["train.epochs=20"],
+    "lr3e-5": ["train.lr=3e-5"],
+    "lr1.5e-4": ["train.lr=1.5e-4"],
+    "mean": ["+mean_pooling"],
+    "mean-epochs10": ["+mean_pooling", "train.epochs=10"],
+}
+# Levers seqtune has no setting for yet, measured here before they are built in ("+name" in a recipe).
+
+
+def mean_pooling() -> contextlib.AbstractContextManager:
+    """BERT's head reads the attention-masked mean of the last hidden states instead of pooler(dense+tanh)([CLS]):
+    the pooling all-MiniLM-L6-v2 was trained with (its 1_Pooling/config.json)."""
+    from transformers.models.bert import modeling_bert as mb
+
+    def model_forward(self, input_ids=None, attention_mask=None, *args, **kwargs):
+        self.pooler.mask = attention_mask
+        return original_model_forward(self, input_ids, attention_mask, *args, **kwargs)
+
+    def pooler_forward(self, hidden_states):
+        mask = self.mask if self.mask is not None else hidden_states.new_ones(hidden_states.shape[:2])
+        weights = mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    original_model_forward, original_pooler_forward = mb.BertModel.forward, mb.BertPooler.forward
+
+    @contextlib.contextmanager
+    def patched():
+        mb.BertModel.forward, mb.BertPooler.forward = model_forward, pooler_forward
+        try:
+            yield
+        finally:
+            mb.BertModel.forward, mb.BertPooler.forward = original_model_forward, original_pooler_forward
+
+    return patched()
+
+
+PATCHES = {"+mean_pooling": mean_pooling}
+
+
+def task_overrides(task: str, glue_dir: Path, data_dir: Path) -> list[str]:
+    """How each task is loaded so that selection never sees dev or test."""
+    if task == "nlupp":
+        return [f"data.train_file={data_dir / 'nlupp_hotels' / 'train.jsonl'}", "data.label_column=intents",
+                "data.problem_type=multi_label"]  # fmt: skip
+    if task == "clinc":
+        folder = data_dir / "clinc150"
+        return [f"data.train_file={folder / 'train.csv'}", f"data.validation_file={folder / 'validation.csv'}",
+                "data.label_column=intent"]  # fmt: skip
+    return [f"task={task}", f"data.data_dir={glue_dir}", "data.validation_from_train=true"]
+
+
+def cpu_flags() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = sorted({f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in text})
+    return " ".join(flags) or "avx2 only"
+
+
+def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict:
+    from seqtune import load_config, train
+
+    recipe_items = RECIPES[recipe]
+    patches = [PATCHES[item]() for item in recipe_items if item in PATCHES]
+    plain = [item for item in recipe_items if item not in PATCHES]
+    overrides = [*task_overrides(task, args.glue_dir, args.data_dir), *plain, *args.set]
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        overrides += [f"output={tmp}/run", "overwrite=true", f"seed={seed}", "quiet=true"]
+        if args.threads:
+            overrides.append(f"train.num_threads={args.threads}")
+        cfg = load_config(None, overrides)
+        started = time.perf_counter()
+        result = train(cfg)
+        wall = time.perf_counter() - started
+        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+    best = result.best or {}
+    return {
+        "task": task,
+        "recipe": recipe,
+        "seed": seed,
+        "overrides": [*RECIPES[recipe], *args.set],
+        "selection_metric": result.task.selection_metric,
+        "score": best.get("score"),
+        "best_epoch": best.get("epoch"),
+        "curve": [h["metrics"]["validation"][result.task.selection_metric] for h in result.history],
+        "train_seconds": round(result.train_seconds, 1),
+        "wall_seconds": round(wall, 1),
+        "tokens_per_second": round(result.tokens_per_second),
+        "precision": metrics.get("precision"),
+        "warnings": result.warnings,
+        "cpu": cpu_flags(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def render(records: list[dict]) -> str:
+    lines = [
+        "# Recipe study (validation carved from training data; never GLUE dev or test)",
+        "",
+        "| task | recipe | metric | mean | std | seeds | best epoch | train s | tok/s | precision | cpu |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["recipe"]), []).append(r)
+    for (task, recipe), rs in sorted(groups.items()):
+        scores = [r["score"] if r["score"] is not None else float("nan") for r in rs]
+        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        epochs = "/".join(f"{r['best_epoch']:.1f}" if r["best_epoch"] is not None else "-" for r in rs)
+        lines.append(
+            f"| {task} | {recipe} | {rs[0]['selection_metric']} | {statistics.fmean(scores):.4f} | {std:.4f} | "
+            f"{len(rs)} | {epochs} | {statistics.fmean(r['train_seconds'] for r in rs):.0f} | "
+            f"{statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | {rs[0]['precision']} | {rs[0]['cpu']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--glue-dir", type=Path, default=Path("../shared/glue"))
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    p.add_argument("--tasks", default="rte,cola,nlupp")
+    p.add_argument("--recipes", default="defaults")
+    p.add_argument("--seeds", default="42", help="comma-separated seeds")
+    p.add_argument("--threads", type=int, help="torch threads per run (1 when another job shares the machine)")
+    p.add_argument("--set", action="append", default=[], help="extra override for every run (key=value)")
+    p.add_argument("--out", type=Path, default=RESULTS / "recipe_study.json")
+    args = p.parse_args(argv)
+    records = json.loads(args.out.read_text()) if args.out.is_file() else []
+    done = {(r["task"], r["recipe"], r["seed"]) for r in records}
+    for task in args.tasks.split(","):
+        for recipe in args.recipes.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                if (task, recipe, seed) in done:
+                    continue
+                record = run_one(task, recipe, seed, args)
+                print(json.dumps(record), flush=True)
+                records.append(record)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(records, indent=1))
+                args.out.with_suffix(".md").write_text(render(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The README stays short and every documentation link leads somewhere: files exist, anchors name real headings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [README, *DOCS]
+README_MAX_LINES = 200
+
+FENCE = re.compile(r"^\s*(```|~~~)")
+INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
+EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, mailto:, ...
+
+
+def prose_lines(text: str) -> list[str]:
+    """The lines outside fenced code blocks (a `# comment` in a bash block is not a heading)."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        if not fenced:
+            lines.append(line)
+    return lines
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lowercase, punctuation dropped except '-' and '_', spaces become '-'."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link in a heading anchors on its text
+    text = re.sub(r"<[^>]+>", "", text).strip().lower()
+    text = "".join(c for c in text if c.isalnum() or c in " -_")
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every anchor a page's headings define, with GitHub's -1, -2 ... suffixes for repeated headings."""
+    seen: dict[str, int] = {}
+    out = set()
+    for line in prose_lines(path.read_text(encoding="utf-8")):
+        match = HEADING.match(line)
+        if not match:
+            continue
+        base = slug(match.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        out.add(base if count == 0 else f"{base}-{count}")
+    return out
+
+
+def links(path: Path) -> list[str]:
+    """Link targets in a page's prose (not in code blocks or inline code)."""
+    found = []
+    for line in prose_lines(path.read_text(encoding="utf-8")):
+        found += LINK.findall(INLINE_CODE.sub("", line))
+    return found
+
+
+def relative_links(path: Path) -> list[tuple[str, Path, str]]:
+    """(link as written, the file it points to, its anchor or '') for every link that is not to another site."""
+    out = []
+    for target in links(path):
+        if EXTERNAL.match(target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / unquote(file_part)).resolve() if file_part else path.resolve()
+        out.append((target, resolved, unquote(anchor)))
+    return out
+
+
+def test_the_slug_follows_github():
+    assert slug("Measured: 12 trials on a 10% shard of MRPC") == "measured-12-trials-on-a-10-shard-of-mrpc"
+    assert slug("Checkpoints load with `weights_only=True`") == "checkpoints-load-with-weights_onlytrue"
+    assert slug("Predict, serve and export") == "predict-serve-and-export"
+    assert slug("Distributed training (torchrun / accelerate)") == "distributed-training-torchrun--accelerate"
+
+
+def test_readme_is_at_most_200_lines():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+def test_there_are_docs_pages():
+    assert DOCS, "docs/*.md is empty"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_point_to_files_and_headings_that_exist(page):
+    problems = []
+    for target, resolved, anchor in relative_links(page):
+        if not resolved.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            problems.append(f"{target}: no heading with the anchor #{anchor} in {resolved.name}")
+    assert not problems, f"{page.relative_to(ROOT)}: " + "; ".join(problems)
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {resolved for _, resolved, _ in relative_links(README)}
+    missing = [str(p.relative_to(ROOT)) for p in DOCS if p.resolve() not in linked]
+    assert not missing, f"not linked from README.md: {missing}"
