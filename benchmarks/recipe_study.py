@@ -34,6 +34,14 @@ RECIPES: dict[str, list[str]] = {
     "lr1.5e-4": ["train.lr=1.5e-4"],
     "mean": ["+mean_pooling"],
     "mean-epochs10": ["+mean_pooling", "train.epochs=10"],
+    "tuned": ["train.tune_threshold=true"],
+    "tuned-epochs10": ["train.tune_threshold=true", "train.epochs=10"],
+    "tuned-epochs20": ["train.tune_threshold=true", "train.epochs=20"],
+    "tuned-epochs20-lr2e-4": ["train.tune_threshold=true", "train.epochs=20", "train.lr=2e-4"],
+    "tuned-mean-epochs20": ["+mean_pooling", "train.tune_threshold=true", "train.epochs=20"],
+    "epochs20-lr2e-4": ["train.epochs=20", "train.lr=2e-4"],
+    "mean-epochs20-lr2e-4": ["+mean_pooling", "train.epochs=20", "train.lr=2e-4"],
+    "no-prior": ["model.prior_init=false"],
 }
 # Levers seqtune has no setting for yet, measured here before they are built in ("+name" in a recipe).
 
@@ -113,11 +121,12 @@ def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict
         "selection_metric": result.task.selection_metric,
         "score": best.get("score"),
         "best_epoch": best.get("epoch"),
-        "curve": [h["metrics"]["validation"][result.task.selection_metric] for h in result.history],
+        "curve": [round(h["metrics"]["validation"][result.task.selection_metric], 4) for h in result.history],
         "train_seconds": round(result.train_seconds, 1),
         "wall_seconds": round(wall, 1),
         "tokens_per_second": round(result.tokens_per_second),
         "precision": metrics.get("precision"),
+        "threshold": (metrics.get("threshold") or {}).get("value"),
         "warnings": result.warnings,
         "cpu": cpu_flags(),
         "date": time.strftime("%Y-%m-%d"),

@@ -153,7 +153,7 @@ def _seqtune(args: argparse.Namespace) -> dict:
         "train_seconds": metrics["train_seconds"],
         "real_tokens": real,
         "padded_tokens": real / (1 - metrics["padding_share"]),
-        "samples": (800 if args.quick else 3668) * cfg.train.epochs,
+        "samples": (800 if args.quick else 3668) * (cfg.train.epochs or 3),
         "evals": evals,
     }
 

@@ -242,6 +242,30 @@ def test_body_over_the_limit_is_413_declared_or_streamed(server):
     assert r.json()["detail"].startswith("request body is larger, over the limit of 4096 bytes")
 
 
+@pytest.mark.parametrize("client", ["urllib", "requests", "httpx"])
+def test_a_20_mb_body_gets_its_413_with_every_common_client(server, client):
+    """The server reads (and drops) the rest of an oversized body before answering, so a client still sending
+    receives the 413 instead of a reset connection."""
+    body = b'{"text": "' + b"x" * (20 * 1024 * 1024) + b'"}'
+    url, headers = f"{server.url}/predict", {"content-type": "application/json"}
+    if client == "urllib":
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=60)
+        status, detail = info.value.code, json.loads(info.value.read())["detail"]
+    elif client == "requests":
+        requests = pytest.importorskip("requests")
+        r = requests.post(url, data=body, headers=headers, timeout=60)
+        status, detail = r.status_code, r.json()["detail"]
+    else:
+        r = httpx.post(url, content=body, headers=headers, timeout=60)
+        status, detail = r.status_code, r.json()["detail"]
+    assert status == 413
+    assert detail.startswith(f"request body is {len(body)} bytes, over the limit of 4096 bytes")
+
+
 def test_pair_model_wants_pairs(pair_server):
     r = httpx.post(f"{pair_server.url}/predict", json={"text": "a"})
     assert (r.status_code, r.json()) == (

@@ -97,8 +97,44 @@ def test_resume_matches_uninterrupted_run(tiny_dropout_model_dir, toy_csv, tmp_p
 def test_resume_without_checkpoint_is_a_clear_error(tiny_model_dir, toy_csv, tmp_path):
     from seqtune.errors import SeqtuneError
 
-    with pytest.raises(SeqtuneError, match="no checkpoint to resume from"):
-        train(_cfg(tiny_model_dir, tmp_path / "none", f"data.train_file={toy_csv}", "resume=true"))
+    # "resume this folder" alone (no task, no data) cannot start anything
+    with pytest.raises(SeqtuneError, match="none: no checkpoint to resume from; start the run without --resume"):
+        train(load_config(None, [f"output={tmp_path / 'none'}", "quiet=true", "resume=true"]))
+
+
+def test_one_command_starts_resumes_or_says_finished(tiny_model_dir, toy_csv, tmp_path, capsys):
+    """`train --resume` with a full config is what a scheduler re-runs after a preemption: it starts a run with no
+    checkpoint yet (clearing what a killed start left), continues from the newest checkpoint, and says a finished
+    run is finished."""
+    out = tmp_path / "run"
+    common = (f"data.train_file={toy_csv}", "train.batch_size=8", "train.epochs=2", "train.eval_every=4",
+              "train.lr=1e-3", "train.log_every=1", "resume=true")  # fmt: skip
+    out.mkdir()
+    _cfg(tiny_model_dir, out, *common).save(out / "config.yaml")  # what a start killed before step 1 leaves
+    (out / "train_log.jsonl").write_text('{"step": 1, "loss": 9.9}\n')
+    part = train(_cfg(tiny_model_dir, out, *common), stop_after_steps=5)  # starts afresh: no checkpoint there
+    assert not part.completed and '"loss": 9.9' not in (out / "train_log.jsonl").read_text()
+    done = train(_cfg(tiny_model_dir, out, *common))  # continues from step 5
+    assert done.completed
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 23))
+    weights = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    again = train(_cfg(tiny_model_dir, out, *common))
+    assert again.completed and again.best == done.best
+    assert f"{out}: already finished; nothing to do" in capsys.readouterr().out
+    assert (out / "model.safetensors").read_bytes() == weights
+    other = tmp_path / "other"
+    other.mkdir()
+    _cfg(tiny_model_dir, other, *common).save(other / "config.yaml")  # a killed start of another configuration
+    with pytest.raises(SeqtuneError, match=r"another configuration \(train\.lr: 0\.001 there, 0\.0003 now\)"):
+        train(_cfg(tiny_model_dir, other, *common, "train.lr=3e-4"))
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"not a run")
+    with pytest.raises(SeqtuneError, match="photos: not empty and not a seqtune run folder"):
+        train(_cfg(tiny_model_dir, foreign, *common))
+    assert (foreign / "cat.jpg").read_bytes() == b"not a run"  # nothing deleted
 
 
 def test_run_folder_is_complete_and_loads_in_a_pipeline(tiny_model_dir, toy_csv, tmp_path):
@@ -361,3 +397,51 @@ def test_a_model_that_learned_nothing_is_called_out(tiny_model_dir, tmp_path):
     [warning] = result.warnings
     assert "no better than predicting the training set's majority class" in warning
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["warnings"] == [warning]
+
+
+def test_checkpoints_on_the_clock_and_on_steps_between_evaluations(tiny_dropout_model_dir, toy_csv, tmp_path):
+    """With evaluation only once an epoch, a run still leaves checkpoints on the clock (here: every step, the
+    interval being tiny) and every N steps, and resuming from one ends exactly where an uninterrupted run ends."""
+    from seqtune import checkpoint as ckpt
+
+    common = (f"data.train_file={toy_csv}", "train.batch_size=8", "train.epochs=2", "train.lr=1e-3",
+              "train.keep_checkpoints=20", "train.save_every_minutes=null")  # fmt: skip
+    full = train(_cfg(tiny_dropout_model_dir, tmp_path / "full", *common))
+    clock = train(_cfg(tiny_dropout_model_dir, tmp_path / "clock", *common, "train.save_every_minutes=1e-9"),
+                  stop_after_steps=4)  # fmt: skip
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "clock")] == ["step-1", "step-2", "step-3", "step-4"]
+    assert not clock.completed
+    steps = train(_cfg(tiny_dropout_model_dir, tmp_path / "steps", *common, "train.save_every_steps=3"),
+                  stop_after_steps=7)  # fmt: skip
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "steps")] == ["step-3", "step-6", "step-7"]
+    assert not steps.completed
+    resumed = train(_cfg(tiny_dropout_model_dir, tmp_path / "clock", *common, "resume=true"))
+    assert resumed.completed
+    assert [(h["step"], h["metrics"]) for h in resumed.history] == [(h["step"], h["metrics"]) for h in full.history]
+    _assert_same_weights(tmp_path / "full", tmp_path / "clock", atol=1e-6)
+
+
+def test_automatic_length_learning_rate_and_threshold(tiny_model_dir, tmp_path):
+    """Defaults that follow the data: 3 epochs, more when that would be under train.min_steps optimizer steps; lr
+    8e-5, 2e-4 for multi-label; a decision threshold tuned for multi-label only. Explicit values win."""
+    from seqtune.recipe import DEFAULT_LR, MULTI_LABEL_LR, auto_epochs
+
+    assert auto_epochs(230, 600, 20) == 3  # MRPC: 3,668 rows / 16
+    assert auto_epochs(156, 600, 20) == 4  # RTE: 2,490 rows / 16
+    assert auto_epochs(29, 600, 20) == 20  # NLU++ hotels: 453 rows / 16, capped
+    rows = [{"text": r["text"], "tags": ["a"] if "happy" in r["text"] else ["b", "c"][: 1 + i % 2]}
+            for i, r in enumerate(make_rows(60))]  # fmt: skip
+    data = tmp_path / "tags.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = (f"data.train_file={data}", "data.label_column=tags", "train.batch_size=18", "train.min_steps=9")
+    multi = train(_cfg(tiny_model_dir, tmp_path / "multi", *common))
+    metrics = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    assert metrics["distributed"]["lr"] == MULTI_LABEL_LR
+    assert [h["step"] for h in multi.history] == [3, 6, 9]  # 54 rows / 18 = 3 steps an epoch: 3 epochs
+    assert all("threshold" in h for h in multi.history) and metrics["threshold"] is not None
+    toy = write_csv(tmp_path / "toy.csv", make_rows(60))
+    single = train(_cfg(tiny_model_dir, tmp_path / "single", f"data.train_file={toy}", "train.batch_size=18",
+                        "train.min_steps=15"))  # fmt: skip
+    assert [h["step"] for h in single.history] == [3, 6, 9, 12, 15]  # 5 epochs to reach 15 steps
+    assert json.loads((tmp_path / "single" / "metrics.json").read_text())["distributed"]["lr"] == DEFAULT_LR
+    assert "threshold" not in single.history[0]

@@ -27,7 +27,7 @@ TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
     "--label-delimiter": ("data.label_delimiter", str, "multi-label: separator inside a label string"),
     "--max-train-samples": ("data.max_train_samples", int, "use only the first N training rows"),
     "--max-eval-samples": ("data.max_eval_samples", int, "use only the first N evaluation rows"),
-    "--epochs": ("train.epochs", float, "passes over the training data"),
+    "--epochs": ("train.epochs", float, "passes over the training data (default: 3, more on small data)"),
     "--batch-size": ("train.batch_size", int, "examples per optimizer step per device"),
     "--lr": ("train.lr", float, "peak learning rate"),
     "--grad-accum": ("train.grad_accum", int, "micro-batches per optimizer step"),
@@ -36,6 +36,8 @@ TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
     "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
     "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
     "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),
+    "--save-every-minutes": ("train.save_every_minutes", float, "also checkpoint every N minutes (default 10)"),
+    "--save-every-steps": ("train.save_every_steps", int, "also checkpoint every N optimizer steps"),
     "--report-to": ("train.report_to", str, "also log to tensorboard (<run>/tensorboard)"),
     "--output": ("output", str, "run folder (default runs/<task>-<time>)"),
     "--seed": ("seed", int, "random seed"),
@@ -47,6 +49,7 @@ SWITCHES = {
     "--from-scratch": ("model.from_scratch", True, "random weights from the model's config"),
     "--allow-pickle": ("model.allow_pickle", True, "also load pytorch_model.bin weights (weights_only=True)"),
     "--class-weights": ("train.class_weights", True, "weight the loss by inverse class frequency"),
+    "--tune-threshold": ("train.tune_threshold", True, "binary/multi-label: decision threshold tuned on validation"),
     "--freeze-embeddings": ("train.freeze_embeddings", True, "no updates to the word-embedding matrix"),
     "--no-group-by-length": ("train.group_by_length", False, "plain shuffled batches"),
     "--fixed-length": ("train.fixed_length", True, "pad every batch to max_length"),
@@ -75,6 +78,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a model", description="Fine-tune on a GLUE task or your own data.")
     _run_args(p)
     p.add_argument("--seeds", type=int, help="train with N seeds (seed, seed+1, ...): mean, std and 95%% CI")
+    p = sub.add_parser(
+        "glue",
+        help="train every GLUE task with data, over seeds: results table + leaderboard submission",
+        description="Train every GLUE task that has data in --data-dir (each over --seeds seeds), then write "
+        "results.md / results.json and the leaderboard submission (submission/ and submission.zip). A rerun "
+        "skips finished runs and resumes interrupted ones.",
+    )
+    _run_args(p)
+    p.add_argument("--tasks", help="comma-separated GLUE tasks (default: all nine; those without data are skipped)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per task (seed, seed+1, ...)")
     p = sub.add_parser("search", help="hyperparameter search, then retrain the best configuration")
     _run_args(p)
     p.add_argument("--trials", type=int, default=20, help="number of trials in the study")
@@ -202,6 +215,8 @@ def _run(ns: argparse.Namespace) -> int:
         return 0
     if ns.command == "search":
         return _run_search(ns)
+    if ns.command == "glue":
+        return _run_glue(ns)
     if ns.command in ("report", "compare"):
         return _run_report(ns)
     if ns.command in ("serve", "export"):
@@ -238,6 +253,22 @@ def _run(ns: argparse.Namespace) -> int:
     else:
         for path in P.glue_submission(run, ns.glue_submission, ns.data_dir):
             print(f"wrote {path}")
+    return 0
+
+
+def _run_glue(ns: argparse.Namespace) -> int:
+    from seqtune.config import load_config
+    from seqtune.glue import run_glue
+
+    task, overrides = train_overrides(ns)
+    if task is not None:
+        raise SeqtuneError(f"glue: unexpected task '{task}'; pick tasks with --tasks {task}")
+    tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
+    # validated as a run of the first task; run_glue sets each task in turn
+    cfg = load_config(ns.config, [f"task={(tasks or ['mrpc'])[0]}", *overrides])
+    if cfg.data.data_dir is None:
+        raise SeqtuneError("glue needs --data-dir DIR: a folder with <TASK>/train.tsv, dev.tsv, test.tsv")
+    run_glue(cfg, cfg.data.data_dir, tasks, ns.seeds, cfg.output or "runs/glue")
     return 0
 
 
@@ -307,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns, extra = parser.parse_known_args(argv)
         if extra:  # key=value overrides may also follow the flags: `seqtune train mrpc --epochs 2 train.lr=3e-5`
-            if ns.command in ("train", "search") and all("=" in a and not a.startswith("-") for a in extra):
+            if ns.command in ("train", "search", "glue") and all("=" in a and not a.startswith("-") for a in extra):
                 ns.args = [*ns.args, *extra]
             else:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")

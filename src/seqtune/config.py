@@ -30,6 +30,10 @@ class ModelConfig:
     dropout: float | None = None
     """Set every dropout probability of the model (hidden, attention, head) to this; ``0`` turns dropout off, which
     skips drawing random masks every step. ``None`` keeps the model's own (0.1 for BERT-style models)."""
+    prior_init: bool = True
+    """Start a new classification head's output bias at the training labels' distribution (log class frequencies;
+    per-label log-odds for multi-label; the mean target for regression), so training does not spend its first
+    steps learning it. Off: the bias starts at 0 as in transformers."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
     allow_pickle: bool = False
@@ -75,14 +79,20 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0
-    """Passes over the training data."""
+    epochs: float | None = None
+    """Passes over the training data. ``None`` (auto): 3, or more on small data sets so that training runs at least
+    ``min_steps`` optimizer steps (at most ``max_auto_epochs``); a number given here is used as it is."""
+    min_steps: int = 600
+    """Auto epochs: the fewest optimizer steps a run takes (small data sets need more passes to learn)."""
+    max_auto_epochs: float = 20.0
+    """Auto epochs: the most passes ``min_steps`` may ask for."""
     batch_size: int = 16
     """Examples per optimizer step per device (before gradient accumulation)."""
     eval_batch_size: int = 128
     """Examples per evaluation batch."""
-    lr: float = 8e-5
-    """Peak learning rate of AdamW (reached after warmup, then linear decay to 0)."""
+    lr: float | None = None
+    """Peak learning rate of AdamW (reached after warmup, then linear decay to 0). ``None`` (auto): 8e-5, or 2e-4
+    for multi-label tasks (`seqtune.recipe`)."""
     weight_decay: float = 0.01
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     warmup_ratio: float = 0.1
@@ -101,6 +111,10 @@ class TrainConfig:
     """Keep the word-embedding matrix fixed: no gradient or optimizer update for its vocab x hidden weights."""
     class_weights: bool = False
     """Weight the loss by inverse class frequency (single-label classification)."""
+    tune_threshold: bool | None = None
+    """Binary and multi-label tasks: at every evaluation, pick the decision threshold (0.05-0.95) that maximises the
+    selection metric on the validation split and score (and select checkpoints) at it; the best evaluation's
+    threshold is stored in the run folder and every consumer applies it. ``None`` (auto): on for multi-label."""
     group_by_length: bool = True
     """Batch examples of similar length together (shuffled groups), so little compute goes to padding."""
     pad_to_multiple_of: int | None = None
@@ -109,6 +123,11 @@ class TrainConfig:
     """Pad every batch to ``max_length`` (static shapes for accelerators that want them)."""
     keep_checkpoints: int = 1
     """How many recent checkpoints (for resume) to keep besides the best model."""
+    save_every_minutes: float | None = 10.0
+    """Also save a resumable checkpoint when this many minutes of training passed since the last one (besides the
+    one after every evaluation), so a kill loses at most this much work; ``None`` = only at evaluations."""
+    save_every_steps: int | None = None
+    """Also save a resumable checkpoint every N optimizer steps (the Trainer's ``save_steps``)."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides ``epochs`` for the schedule)."""
     log_every: int = 10
@@ -142,6 +161,18 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def differences(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
+        """Dotted keys whose values differ (``self``'s, ``other``'s), bookkeeping keys left out: two configs with
+        no differences train the same run.
+
+        Example:
+            >>> RunConfig(task="rte").differences(RunConfig(task="rte", seed=1, quiet=True))
+            {'seed': (42, 1)}
+        """
+        mine, theirs = _flat(self.to_dict()), _flat(other.to_dict())
+        keys = [k for k in {**mine, **theirs} if k not in BOOKKEEPING and mine.get(k) != theirs.get(k)]
+        return {k: (mine.get(k), theirs.get(k)) for k in keys}
+
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -170,6 +201,18 @@ class RunConfig:
         if problems:
             raise ConfigError(problems)
         return cfg
+
+
+# Keys that say how a run is driven, not what it trains: they may differ between a run and its resumption.
+BOOKKEEPING = frozenset({"output", "overwrite", "resume", "resume_from", "quiet", "train.num_threads",
+                         "train.save_every_minutes", "train.save_every_steps", "train.keep_checkpoints"})  # fmt: skip
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return out
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -307,6 +350,7 @@ def validate(cfg: RunConfig) -> list[str]:
         "train.grad_accum": t.grad_accum,
         "train.log_every": t.log_every,
         "train.keep_checkpoints": t.keep_checkpoints,
+        "train.min_steps": t.min_steps,
     }
     for key, value in positive.items():
         if isinstance(value, int) and value < 1:
@@ -314,7 +358,11 @@ def validate(cfg: RunConfig) -> list[str]:
     if isinstance(t.lr, float) and not t.lr > 0:
         problems.append(f"train.lr: expected a positive number, found {t.lr}")
     if isinstance(t.epochs, float) and not t.epochs > 0:
-        problems.append(f"train.epochs: expected a positive number, found {t.epochs}")
+        problems.append(f"train.epochs: expected a positive number or null (auto), found {t.epochs}")
+    if isinstance(t.max_auto_epochs, float) and not t.max_auto_epochs >= 3:
+        problems.append(f"train.max_auto_epochs: expected a number >= 3, found {t.max_auto_epochs}")
+    if isinstance(t.save_every_minutes, float) and not t.save_every_minutes > 0:
+        problems.append(f"train.save_every_minutes: expected a positive number or null, found {t.save_every_minutes}")
     if isinstance(t.warmup_ratio, float) and not 0 <= t.warmup_ratio < 1:
         problems.append(f"train.warmup_ratio: expected a number in [0, 1), found {t.warmup_ratio}")
     if isinstance(cfg.model.dropout, float) and not 0 <= cfg.model.dropout < 1:
@@ -334,6 +382,7 @@ def validate(cfg: RunConfig) -> list[str]:
         "train.early_stopping_patience": t.early_stopping_patience,
         "train.pad_to_multiple_of": t.pad_to_multiple_of,
         "train.num_threads": t.num_threads,
+        "train.save_every_steps": t.save_every_steps,
         "model.max_length": cfg.model.max_length,
         "data.max_train_samples": d.max_train_samples,
         "data.max_eval_samples": d.max_eval_samples,

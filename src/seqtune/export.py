@@ -23,6 +23,7 @@ from datasets import Dataset
 from seqtune import runfolder
 from seqtune.errors import SeqtuneError
 from seqtune.extras import require
+from seqtune.metrics import logits_to_predictions
 from seqtune.predict import load_run, logits_for, raw_dataset
 from seqtune.runtime import EXPORT_INFO, ONNX_FILE, is_onnx_folder
 
@@ -86,10 +87,9 @@ def compare_logits(task: Any, reference: np.ndarray, candidate: np.ndarray) -> d
     out: dict[str, Any] = {"rows": len(reference), "max_abs_logit_diff": float(np.abs(reference - candidate).max())}
     if task.is_regression:
         out["label_agreement"] = None
-    elif task.is_multi_label:
-        out["label_agreement"] = float(np.mean(np.all((reference > 0) == (candidate > 0), axis=-1)))
-    else:
-        out["label_agreement"] = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+    else:  # labels as every consumer makes them (the run's decision threshold included)
+        same = logits_to_predictions(task, reference) == logits_to_predictions(task, candidate)
+        out["label_agreement"] = float(np.mean(same.reshape(len(same), -1).all(-1)))
     return out
 
 

@@ -38,7 +38,7 @@ def logits_to_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
 
     Returns:
         Class ids ``[n]`` (single-label), an int multi-hot array ``[n, k]`` (multi-label), or floats ``[n]``
-        (regression).
+        (regression). A task's ``threshold`` (binary or multi-label) replaces 0.5 as the decision probability.
 
     Raises:
         ValueError: if the logits do not have the shape the problem type needs.
@@ -52,9 +52,12 @@ def logits_to_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
         return logits.astype(np.float64)
     if logits.ndim != 2:
         raise ValueError(f"{task.problem_type} expects logits of shape [n, num_labels], got {logits.shape}")
+    # sigmoid(x) > t exactly when x > logit(t); comparing logits avoids overflow in exp for large values.
+    cut = 0.0 if task.threshold is None else float(special.logit(task.threshold))
     if task.is_multi_label:
-        # sigmoid(x) > 0.5 exactly when x > 0; comparing logits avoids overflow in exp for large values.
-        return (logits > 0).astype(np.int64)
+        return (logits > cut).astype(np.int64)
+    if task.threshold is not None and task.has_threshold:  # binary: p(class 1) > t, p from a 2-way softmax
+        return (logits[:, 1] - logits[:, 0] > cut).astype(np.int64)
     return np.argmax(logits, axis=-1)
 
 
@@ -314,3 +317,29 @@ def undefined_reason(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> 
             "is undefined"
         )
     return f"{metric} came out NaN"
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
+
+def tune_threshold(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The decision threshold (0.05 to 0.95 in steps of 0.01) that maximises the task's selection metric on these
+    (validation) predictions; among equal scores the one closest to 0.5. Returns ``(threshold, score)``.
+
+    Example:
+        >>> from seqtune.tasks import GLUE_TASKS
+        >>> tune_threshold(GLUE_TASKS["rte"], np.array([[0.0, -1.0], [0.0, -0.5], [0.0, 1.0]]), np.array([0, 1, 1]))
+        (0.37, 1.0)
+    """
+    from dataclasses import replace
+
+    if not task.has_threshold:
+        raise ValueError(f"{task.name}: a decision threshold needs a binary or multi-label task")
+    sign = 1 if task.greater_is_better else -1
+    scored = [
+        (sign * compute_metrics(replace(task, threshold=float(t)), logits, labels)[task.selection_metric], float(t))
+        for t in THRESHOLDS
+    ]
+    best = max(score for score, _ in scored)
+    threshold = min((t for score, t in scored if score == best), key=lambda t: (abs(t - 0.5), t))
+    return threshold, sign * best

@@ -7,6 +7,7 @@ import pickle
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import (
     AutoConfig,
@@ -160,6 +161,36 @@ def build_config(path: str, task: TaskSpec, trust_remote_code: bool = False, dro
     return config, old_labels
 
 
+def label_prior_bias(task: TaskSpec, labels: np.ndarray) -> np.ndarray:
+    """The output bias at which a head predicts the training labels' distribution and nothing else: log class
+    frequencies (single-label), each label's log-odds (multi-label), the mean target (regression).
+
+    Example:
+        >>> from seqtune.tasks import GLUE_TASKS
+        >>> label_prior_bias(GLUE_TASKS["rte"], np.array([0, 0, 0, 1])).round(3).tolist()
+        [0.549, -0.549]
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    if task.is_regression:
+        return np.array([labels.mean()])
+    if task.is_multi_label:
+        rate = np.clip(labels.mean(0), 1e-3, 1 - 1e-3)
+        return np.log(rate / (1 - rate))
+    counts = np.bincount(labels.astype(np.int64), minlength=task.num_labels) + 1.0  # add-one: no log(0)
+    log_freq = np.log(counts / counts.sum())
+    return log_freq - log_freq.mean()
+
+
+def output_layer(model: torch.nn.Module, num_labels: int) -> torch.nn.Linear | None:
+    """The classification head's last linear layer (``classifier``, ``classifier.out_proj``, ``score``, ...)."""
+    found = None
+    for name, module in model.named_modules():
+        head = any(part in ("classifier", "score", "out_proj") for part in name.split("."))
+        if head and isinstance(module, torch.nn.Linear) and module.out_features == num_labels:
+            found = module
+    return found
+
+
 def load_model(
     path: str,
     task: TaskSpec,
@@ -169,12 +200,14 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     dropout: float | None = None,
+    label_prior: np.ndarray | None = None,
 ) -> PreTrainedModel:
     """A sequence classification model for ``task``: pretrained body, new head when the label count differs.
 
     Weights load from safetensors only; ``allow_pickle`` also accepts ``pytorch_model.bin``, read with
     ``torch.load(weights_only=True)`` (tensors only, no code). ``dropout`` sets every dropout probability
-    (``0``: off); ``None`` keeps the model's.
+    (``0``: off); ``None`` keeps the model's. ``label_prior``: the training labels (`label_prior_bias`) a new head's
+    output bias starts from, so the first steps learn features rather than the label distribution.
 
     Example:
         >>> model = load_model(resolve_model("minilm"), get_task("mrpc"))  # doctest: +SKIP
@@ -220,4 +253,9 @@ def load_model(
         ) from None
     finally:
         hf_logging.set_verbosity(level)
+    fresh_head = not had_head or old_labels != task.num_labels
+    layer = output_layer(model, task.num_labels) if label_prior is not None and fresh_head else None
+    if layer is not None and layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.copy_(torch.as_tensor(label_prior_bias(task, label_prior), dtype=layer.bias.dtype))
     return model

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_model as load_weights
 
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
-from seqtune.metrics import is_better, trivial_baseline, undefined_reason
+from seqtune.metrics import compute_metrics, is_better, trivial_baseline, undefined_reason
 from seqtune.progress import hf_progress
 from seqtune.report import write_report
 from seqtune.state import LoopState
@@ -42,6 +43,33 @@ def result(run_dir: Path, task: TaskSpec, state: LoopState, completed: bool) -> 
     )
 
 
+def finished_result(run_dir: Path) -> TrainResult:
+    """The result of a run that finished earlier, read back from its folder."""
+    metrics = json.loads((run_dir / runfolder.METRICS_FILE).read_text())
+    seconds = metrics.get("train_seconds", 0.0)
+    return TrainResult(
+        run_dir, runfolder.load_task(run_dir), metrics.get("best"), metrics.get("history", []), True, seconds,
+        metrics.get("tokens_per_second", 0.0), metrics.get("warnings") or [],
+    )  # fmt: skip
+
+
+def with_tuned_threshold(
+    task: TaskSpec, best: dict[str, Any], predictions: dict[str, np.ndarray]
+) -> tuple[TaskSpec, dict[str, Any]]:
+    """The task with the best evaluation's tuned decision threshold, and what metrics.json records of it: the
+    threshold, and the selection metric at 0.5 and at the threshold."""
+    split = task.eval_splits[0]
+    at_half = compute_metrics(task, predictions[f"{split}/logits"], predictions[f"{split}/labels"])
+    record = {
+        "value": best["threshold"],
+        "split": split,
+        "metric": task.selection_metric,
+        "score_at_0.5": at_half[task.selection_metric],
+        "score": best["score"],
+    }
+    return replace(task, threshold=best["threshold"]), record
+
+
 def quality_warnings(
     task: TaskSpec, best: dict[str, Any] | None, predictions: dict[str, np.ndarray] | None, train_labels: np.ndarray
 ) -> list[str]:
@@ -56,10 +84,11 @@ def quality_warnings(
         reason = undefined_reason(task, logits, labels)
         return [f"no evaluation produced a usable {metric} ({reason}); the last weights are kept"]
     what, baseline = trivial_baseline(task, train_labels, labels)
-    if is_better(task, best["score"], baseline):
+    score = compute_metrics(task, logits, labels)[metric]  # with the run's decision threshold, if it has one
+    if is_better(task, score, baseline):
         return []
     return [
-        f"the best {split} {metric} ({best['score']:.4f}) is no better than predicting {what} ({baseline:.4f}): "
+        f"the best {split} {metric} ({score:.4f}) is no better than predicting {what} ({baseline:.4f}): "
         "the model learned nothing usable; try more epochs or another learning rate"
     ]
 
@@ -84,6 +113,9 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
         with np.load(run_dir / runfolder.EVAL_PREDICTIONS) as saved:
             predictions = {k: saved[k] for k in saved.files}
     train_ds = ctx.encoded["train"]
+    threshold = None
+    if predictions is not None and state.best is not None and state.best.get("threshold") is not None:
+        task, threshold = with_tuned_threshold(task, state.best, predictions)
     warnings = quality_warnings(task, state.best, predictions, np.asarray(train_ds["labels"]))
     with hf_progress(False):
         model.save_pretrained(run_dir)
@@ -104,6 +136,7 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
         "max_length": ctx.max_length,
         "environment": runfolder.environment(),
         "warnings": warnings,
+        "threshold": threshold,
     }
     runfolder.write_metrics(run_dir, metrics)
     runfolder.write_model_card(run_dir, ctx.cfg, task, metrics)

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from seqtune.metrics import probabilities, reliability_bins
+from seqtune.metrics import logits_to_predictions, probabilities, reliability_bins
 from seqtune.tasks import TaskSpec
 
 BEST_COLOR = "#d62728"
@@ -65,13 +65,14 @@ def prediction_series(task: TaskSpec, preds: dict[str, np.ndarray]) -> dict[str,
             "pred": logits.reshape(-1).tolist(),
         }
     names = list(task.label_names or [str(i) for i in range(logits.shape[1])])
+    predicted = logits_to_predictions(task, logits)  # the run's decision threshold included
     if task.is_multi_label:
-        pred, true = logits > 0, labels.astype(bool)
+        pred, true = predicted.astype(bool), labels.astype(bool)
         tp, fp, fn = (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
         return {"kind": "label_f1", "split": split, "labels": names, "f1": f1.tolist(), "support": true.sum(0).tolist()}
     k = len(names)
-    matrix = np.bincount(labels.astype(np.int64) * k + logits.argmax(-1), minlength=k * k).reshape(k, k)
+    matrix = np.bincount(labels.astype(np.int64) * k + predicted, minlength=k * k).reshape(k, k)
     return {"kind": "confusion", "split": split, "labels": names, "matrix": matrix.tolist()}
 
 
@@ -208,7 +209,7 @@ def scatter_figure(series: dict[str, Any]) -> Figure:
 
 
 def label_f1_figure(series: dict[str, Any]) -> Figure:
-    """Multi-label: F1 per label (threshold 0.5), with each label's dev support."""
+    """Multi-label: F1 per label (at the run's decision threshold), with each label's dev support."""
     labels, f1, support = series["labels"], series["f1"], series["support"]
     fig, ax = _subplots(figsize=(max(5, 0.5 * len(labels) + 2), 4))
     bars = ax.bar(range(len(labels)), f1, color="#2ca02c")

@@ -10,15 +10,15 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from seqtune.batching import Collator, EncodedRows
-from seqtune.data import features_for, load_glue, read_split, select_samples
+from seqtune.data import features_for, load_glue, read_glue_file, read_split, select_samples
 from seqtune.encoding import encode_texts, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import infer_logits
 from seqtune.labels import multi_hot, unlabeled
-from seqtune.metrics import compute_metrics, probabilities
+from seqtune.metrics import compute_metrics, logits_to_predictions, probabilities
 from seqtune.readers import cell_text, read_table, require_columns
 from seqtune.runtime import LoadedRun, load_run
-from seqtune.tasks import TaskSpec
+from seqtune.tasks import GlueFile, TaskSpec
 
 PREDICT_CHUNK = 8192  # texts tokenized and held in memory at once by `predict`
 
@@ -40,22 +40,22 @@ def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
     if task.is_regression:
         return [{"score": float(v)} for v in logits[:, 0]]
     names = list(task.label_names or ())
-    probs = probabilities(task, logits)
+    probs, preds = probabilities(task, logits), logits_to_predictions(task, logits)  # the run's threshold applies
     if task.is_multi_label:
         return [
             {
-                "labels": [n for n, p in zip(names, row, strict=True) if p > 0.5],
+                "labels": [n for n, on in zip(names, chosen, strict=True) if on],
                 "probabilities": {n: round(float(p), 6) for n, p in zip(names, row, strict=True)},
             }
-            for row in probs
+            for row, chosen in zip(probs, preds, strict=True)
         ]
     return [
         {
-            "label": names[int(row.argmax())],
-            "score": round(float(row.max()), 6),
+            "label": names[int(label)],
+            "score": round(float(row[label]), 6),
             "probabilities": {n: round(float(p), 6) for n, p in zip(names, row, strict=True)},
         }
-        for row in probs
+        for row, label in zip(probs, preds, strict=True)
     ]
 
 
@@ -198,15 +198,31 @@ def glue_submission(run: str | Path | LoadedRun, out_dir: str | Path, data_dir: 
     for split in task.test_splits:
         if split not in dd:
             raise SeqtuneError(f"{task.name}: no {split} split in the data; GLUE test files are named test.tsv")
-        logits = logits_for(loaded, dd[split], cache=True)
-        if task.is_regression:
-            values = [f"{v:.3f}" for v in np.clip(logits[:, 0], 0.0, 5.0)]  # STS-B scores live in [0, 5]
-        elif task.submission_uses_label_names:
-            values = [task.label_names[i] for i in logits.argmax(-1)]  # type: ignore[index]
-        else:
-            values = [str(int(i)) for i in logits.argmax(-1)]
         path = out / f"{task.submission_names[split]}.tsv"
-        lines = ["index\tprediction"] + [f"{idx}\t{v}" for idx, v in zip(dd[split]["idx"], values, strict=True)]
-        path.write_text("\n".join(lines) + "\n")
+        _write_submission_file(task, dd[split]["idx"], logits_for(loaded, dd[split], cache=True), path)
         written.append(path)
     return written
+
+
+def predict_glue_diagnostic(run: str | Path | LoadedRun, diagnostic: str | Path, out_path: str | Path) -> Path:
+    """GLUE's diagnostic set (AX: ``index, sentence1, sentence2``) predicted by an MNLI run, as ``AX.tsv``."""
+    loaded = _as_run(run)
+    task = loaded.task
+    if task.name != "mnli":
+        raise SeqtuneError(f"{loaded.run_dir}: the GLUE diagnostic set is predicted by an MNLI run, not {task.name}")
+    rows = read_glue_file(Path(diagnostic), GlueFile(Path(diagnostic).name, ("sentence1", "sentence2")), task)
+    raw = Dataset.from_dict(rows, features=features_for(task))
+    _write_submission_file(task, raw["idx"], logits_for(loaded, raw), Path(out_path))
+    return Path(out_path)
+
+
+def _write_submission_file(task: TaskSpec, idxs: list[int], logits: np.ndarray, path: Path) -> None:
+    """``index<TAB>prediction`` lines as the GLUE leaderboard reads them."""
+    if task.is_regression:
+        values = [f"{v:.3f}" for v in np.clip(logits[:, 0], 0.0, 5.0)]  # STS-B scores live in [0, 5]
+    elif task.submission_uses_label_names:
+        values = [task.label_names[i] for i in logits_to_predictions(task, logits)]  # type: ignore[index]
+    else:
+        values = [str(int(i)) for i in logits_to_predictions(task, logits)]
+    lines = ["index\tprediction"] + [f"{idx}\t{v}" for idx, v in zip(idxs, values, strict=True)]
+    path.write_text("\n".join(lines) + "\n")

@@ -231,6 +231,13 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
         rows = [(split, name, value) for split, vals in best["metrics"].items() for name, value in vals.items()]
         parts.append(f"<h2>Best checkpoint: step {_esc(best['step'])} (epoch {_esc(_fmt(best.get('epoch')))})</h2>")
         parts.append(_table(rows, ("split", "metric", "value")))
+        tuned = metrics.get("threshold")
+        if tuned:
+            parts.append(
+                f"<p>Decision threshold {_esc(tuned['value'])}, tuned on {_esc(tuned['split'])}: "
+                f"{_esc(tuned['metric'])} {_esc(_fmt(tuned['score_at_0.5']))} at 0.5, "
+                f"{_esc(_fmt(tuned['score']))} at the threshold. The predictions below use it.</p>"
+            )
     for key, (title, caption) in _FIGURES.items():
         parts.append(f'<h2 id="{key}">{_esc(title)}</h2>')
         if key in files:

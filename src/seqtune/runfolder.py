@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ def check_run_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
 
 
 def save_task(path: Path, task: TaskSpec) -> None:
-    keep = ("name", "text_columns", "label_names", "problem_type", "metrics", "selection_metric", "eval_splits")
+    keep = ("name", "text_columns", "label_names", "problem_type", "metrics", "selection_metric", "eval_splits",
+            "threshold")  # fmt: skip
     data = {k: v for k, v in asdict(task).items() if k in keep}
     (path / TASK_FILE).write_text(json.dumps(data, indent=1))
 
@@ -56,8 +57,8 @@ def load_task(run_dir: Path) -> TaskSpec:
     from seqtune.tasks import GLUE_TASKS
 
     data = json.loads((run_dir / TASK_FILE).read_text())
-    if data["name"] in GLUE_TASKS:
-        return GLUE_TASKS[data["name"]]
+    if data["name"] in GLUE_TASKS:  # the registry's spec, with the run's own decision threshold
+        return replace(GLUE_TASKS[data["name"]], threshold=data.get("threshold"))
     data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return TaskSpec(**data)
 
@@ -151,6 +152,13 @@ def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: dic
     else:
         kept = f"Kept weights: the last evaluation's (no evaluation produced a usable `{task.selection_metric}`)"
     warnings = "".join(f"\n> **Warning:** {w}.\n" for w in metrics.get("warnings") or [])
+    tuned = metrics.get("threshold")
+    if tuned:
+        kept += (
+            f"\n- Decision threshold: {tuned['value']:.2f} (tuned on {tuned['split']}: {tuned['metric']} "
+            f"{_fmt(tuned['score_at_0.5'])} at 0.5, {_fmt(tuned['score'])} at the threshold); `seqtune predict`, "
+            "`eval`, `serve` and `export` apply it, a plain `transformers` pipeline does not"
+        )
     card = f"""---
 library_name: transformers
 pipeline_tag: text-classification

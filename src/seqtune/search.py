@@ -24,6 +24,7 @@ import numpy as np
 from seqtune import runfolder
 from seqtune.config import RunConfig, read_yaml
 from seqtune.errors import SeqtuneError
+from seqtune.recipe import DEFAULT_LR
 
 # The default space: what matters most when fine-tuning a small encoder.
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
@@ -98,6 +99,8 @@ def baseline_params(cfg: RunConfig, space: dict[str, dict[str, Any]]) -> dict[st
         value: Any = cfg
         for part in key.split("."):
             value = getattr(value, part)
+        if value is None:  # an automatic setting: the value it takes for a single-label task of MRPC's size
+            value = {"train.lr": DEFAULT_LR, "train.epochs": 3}.get(key)
         if spec["type"] == "categorical":
             if value in spec["choices"]:
                 params[key] = value
@@ -263,7 +266,7 @@ def bootstrap_ci(values: list[float], n_resamples: int = 10_000, seed: int = 0) 
 def seed_summary(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
     """Mean, sample std and bootstrap 95% CI of every metric across seeds."""
     summary = {}
-    for name in per_seed[0]:
+    for name in per_seed[0] if per_seed else {}:
         values = [m[name] for m in per_seed]
         low, high = bootstrap_ci(values)
         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -278,15 +281,18 @@ def train_seeds(cfg: RunConfig, n_seeds: int) -> tuple[Path, dict[str, dict[str,
     from seqtune.training import train
 
     out = Path(cfg.output) if cfg.output else default_output(cfg)
-    check_run_dir(out, overwrite=cfg.overwrite, resume=False)
+    check_run_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
     per_seed, runs = [], []
     for i in range(n_seeds):
         seed = cfg.seed + i
-        result = train(cfg.with_overrides({"seed": seed, "output": str(out / f"seed-{seed}"), "overwrite": True}))
+        # --resume: finished seeds are skipped, an interrupted one continues, the rest start
+        where = {"seed": seed, "output": str(out / f"seed-{seed}"), "overwrite": not cfg.resume}
+        result = train(cfg.with_overrides(where))
         if not result.completed:  # a signal stopped this seed (its resume hint is printed): no summary of a part
             raise KeyboardInterrupt
         split = result.task.eval_splits[0]
-        per_seed.append(result.best["metrics"][split])
+        if result.best is not None:  # a seed whose evaluations were all undefined has no score to summarise
+            per_seed.append(result.best["metrics"][split])
         runs.append(str(result.run_dir))
     summary = seed_summary(per_seed)
     record = {"seeds": n_seeds, "runs": runs, "summary": summary}

@@ -7,12 +7,14 @@ the task and its tokenized data, the model, optimizer and scheduler, and where p
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import DatasetDict
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup, set_seed
@@ -29,6 +31,7 @@ from seqtune.inference import resolve_precision
 from seqtune.losses import class_weights
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.progress import Reporter
+from seqtune.recipe import auto_epochs, auto_lr
 from seqtune.state import LoopState
 from seqtune.tasks import TaskSpec, get_task
 from seqtune.tracking import Tracker
@@ -53,6 +56,8 @@ class RunContext:
     collator: Collator
     loss_weights: torch.Tensor | None  # class weights, when asked for
     precision: str
+    lr: float  # train.lr, or its automatic value for the task
+    tune_threshold: bool  # train.tune_threshold, or its automatic value (on for multi-label)
     step_size: int  # examples per optimizer step, over all processes
     steps_per_epoch: int
     total_steps: int
@@ -68,7 +73,7 @@ class RunContext:
 
     def distributed(self) -> dict[str, Any]:
         """The world the run trains in, for metrics.json: processes, per-device and global batch, learning rate."""
-        return {**self.world.describe(self.cfg.train.batch_size, self.cfg.train.grad_accum), "lr": self.cfg.train.lr}
+        return {**self.world.describe(self.cfg.train.batch_size, self.cfg.train.grad_accum), "lr": self.lr}
 
 
 def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
@@ -88,6 +93,12 @@ def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
             f"{task.name}: the data has no {' / '.join(missing)} split (found {', '.join(raw) or 'none'}); "
             "training needs labeled train and validation data"
         )
+    if cfg.train.tune_threshold and not task.has_threshold:
+        kind = "regression" if task.is_regression else f"{task.num_labels}-class single-label"
+        raise SeqtuneError(
+            f"--tune-threshold: {task.name} is {kind}, and a decision threshold applies to binary and multi-label "
+            "tasks only; drop --tune-threshold"
+        )
     if cfg.data.train_shard is not None and cfg.data.train_shard < 1:
         raw["train"] = raw["train"].select(shard_rows(len(raw["train"]), cfg.data.train_shard))
     return task, select_samples(raw, task, cfg.data.max_train_samples, cfg.data.max_eval_samples)
@@ -105,7 +116,9 @@ def setup_encoded(
     return tokenizer, encoded, max_length
 
 
-def setup_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+def setup_optimizer(
+    model: torch.nn.Module, cfg: RunConfig, device: torch.device, lr: float | None = None
+) -> torch.optim.Optimizer:
     """AdamW; biases and LayerNorm weights get no weight decay (decaying them only hurts).
 
     The fused implementation updates all parameters in one kernel: 1.11x the training throughput of the
@@ -122,33 +135,83 @@ def setup_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device
         {"params": decay, "weight_decay": cfg.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, fused=device.type in ("cpu", "cuda"))
+    lr = lr if lr is not None else auto_lr(cfg.train.lr, multi_label=False)
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
+class AlreadyFinished(Exception):
+    """``--resume`` on a run folder whose run has finished: nothing to do."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 def setup_run_dir(cfg: RunConfig, world: World) -> tuple[RunConfig, Path, Path | None]:
-    """The run folder and the checkpoint to resume from; a resumed run continues with the config it started with."""
+    """The run folder and the checkpoint to resume from; a resumed run continues with the config it started with.
+
+    With ``resume`` one command starts or continues a run, so a scheduler can simply run it again after a
+    preemption: a finished run raises `AlreadyFinished`; the newest checkpoint is resumed; a folder without one (a
+    run killed before its first checkpoint) is started afresh. A folder holding another configuration is refused.
+    """
     if not cfg.output and cfg.resume_from is None and world.size > 1:  # one timestamped folder: the main one's
         cfg.output = str(world.gather(str(runfolder.default_output(cfg)))[0])
     if cfg.resume_from is not None:
-        resume_from = Path(cfg.resume_from)
+        resume_from: Path | None = Path(cfg.resume_from)
         if not (resume_from / "state.json").is_file():
             raise SeqtuneError(
                 f"{resume_from}: not a seqtune checkpoint (no state.json); pass a checkpoints/step-N folder"
             )
         run_dir = Path(cfg.output) if cfg.output else resume_from.parent.parent
+    elif cfg.resume:
+        run_dir = Path(cfg.output) if cfg.output else runfolder.default_output(cfg)
+        resume_from = _resume_point(cfg, run_dir)
+        if resume_from is None:
+            cfg.overwrite = True  # what a start killed before its first checkpoint left is cleared
     else:
         run_dir = Path(cfg.output) if cfg.output else runfolder.default_output(cfg)
-        resume_from = ckpt.latest_checkpoint(run_dir) if cfg.resume else None
-        if cfg.resume and resume_from is None:
-            raise SeqtuneError(f"{run_dir}: no checkpoint to resume from; start the run without --resume")
-        if not cfg.resume:
-            runfolder.check_run_dir(run_dir, overwrite=cfg.overwrite, resume=False)
+        resume_from = None
+        runfolder.check_run_dir(run_dir, overwrite=cfg.overwrite, resume=False)
     world.barrier()  # every process has checked the folder before the main one writes into it
     if resume_from is not None and (run_dir / runfolder.CONFIG_FILE).is_file():
-        quiet = cfg.quiet
+        given = cfg
         cfg = runfolder.load_run_config(run_dir)
-        cfg.quiet = quiet
+        cfg.quiet, cfg.train.num_threads = given.quiet, given.train.num_threads
+        if given.task is not None or given.data.train_file is not None:  # a full config: its cadence applies
+            for key in ("save_every_minutes", "save_every_steps", "keep_checkpoints"):
+                setattr(cfg.train, key, getattr(given.train, key))
     return cfg, run_dir, resume_from
+
+
+def _resume_point(cfg: RunConfig, run_dir: Path) -> Path | None:
+    """For ``--resume``: the checkpoint to continue from, or None to start afresh (see `setup_run_dir`).
+
+    A run with a checkpoint continues with the settings it started with (given ones that differ are named in a
+    note); starting afresh over a folder that holds another configuration is refused.
+    """
+    if (run_dir / runfolder.TASK_FILE).is_file():
+        raise AlreadyFinished(run_dir)
+    given = cfg.task is not None or cfg.data.train_file is not None  # a full config, not just "resume RUN"
+    saved = runfolder.load_run_config(run_dir) if (run_dir / runfolder.CONFIG_FILE).is_file() else None
+    differing = saved.differences(cfg) if saved is not None and given else {}
+    shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(differing.items())[:5])
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None and differing:
+        raise SeqtuneError(
+            f"{run_dir}: holds a run with another configuration ({shown}); resume it with the same settings, "
+            "choose another --output, or pass --overwrite instead of --resume to replace it"
+        )
+    if latest is None and not given:
+        raise SeqtuneError(f"{run_dir}: no checkpoint to resume from; start the run without --resume")
+    if latest is None and saved is None and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise SeqtuneError(
+            f"{run_dir}: not empty and not a seqtune run folder (no config.yaml); choose another --output, or pass "
+            "--overwrite instead of --resume to replace its contents"
+        )
+    if latest is not None and differing:
+        logging.getLogger("seqtune").warning("%s: resuming with the run's own settings, not the ones given (%s)",
+                                             run_dir, shown)  # fmt: skip
+    return latest
 
 
 def start_folder(run_dir: Path, cfg: RunConfig) -> None:
@@ -206,15 +269,18 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
         dropout=cfg.model.dropout,
+        label_prior=np.asarray(encoded["train"]["labels"]) if cfg.model.prior_init else None,
     )
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     model = world.accelerator.prepare(model)
-    optimizer = setup_optimizer(model, cfg, device)
+    lr = auto_lr(t.lr, task.is_multi_label)
+    optimizer = setup_optimizer(model, cfg, device, lr)
     train_ds = encoded["train"]
     step_size = t.batch_size * world.size * t.grad_accum
     steps_per_epoch = math.ceil(len(train_ds) / step_size)
-    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    epochs = t.epochs if t.epochs is not None else auto_epochs(steps_per_epoch, t.min_steps, t.max_auto_epochs)
+    total_steps = t.max_steps or math.ceil(epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     weights = class_weights(task, train_ds["labels"]).to(device) if t.class_weights and task.num_labels > 1 else None
     unwrapped = world.accelerator.unwrap_model(model)
@@ -235,6 +301,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         collator=Collator(tokenizer, t.pad_to_multiple_of, max_length if t.fixed_length else None),
         loss_weights=weights,
         precision=resolve_precision(t.precision, device),
+        lr=lr,
+        tune_threshold=task.is_multi_label if t.tune_threshold is None else t.tune_threshold,
         step_size=step_size,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
@@ -242,8 +310,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     )
     shape = f" ({t.batch_size} per process x {world.size} processes x {t.grad_accum} accumulation)"
     reporter.info(
-        f"{task.name}: {len(train_ds)} train examples, {total_steps} steps of {step_size}"
-        f"{shape if world.size > 1 else ''}, lr {t.lr:g}, {device.type} {ctx.precision}, max_length {max_length} "
+        f"{task.name}: {len(train_ds)} train examples, {total_steps} steps of {step_size} ({epochs:g} epochs)"
+        f"{shape if world.size > 1 else ''}, lr {lr:g}, {device.type} {ctx.precision}, max_length {max_length} "
         f"-> {run_dir}"
     )
     return ctx, state

@@ -58,6 +58,9 @@ class TaskSpec:
     submission_names: dict[str, str] = field(default_factory=dict)
     # GLUE's submission format writes label names for these tasks, label ids for the others.
     submission_uses_label_names: bool = False
+    # Decision threshold on the positive class's probability (binary) or each label's (multi-label); None = 0.5
+    # (argmax for binary). Set by `train.tune_threshold` and applied wherever logits become labels.
+    threshold: float | None = None
 
     @property
     def is_pair(self) -> bool:
@@ -74,6 +77,11 @@ class TaskSpec:
     @property
     def is_multi_label(self) -> bool:
         return self.problem_type == "multi_label_classification"
+
+    @property
+    def has_threshold(self) -> bool:
+        """Whether predictions come from a probability threshold: multi-label, and binary single-label tasks."""
+        return self.is_multi_label or (self.problem_type == "single_label_classification" and self.num_labels == 2)
 
     @property
     def greater_is_better(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,9 +21,10 @@ from seqtune.config import RunConfig
 from seqtune.distributed import step_share
 from seqtune.inference import autocast, evaluate
 from seqtune.losses import loss_sum
-from seqtune.metrics import is_better
-from seqtune.outcome import TrainResult, finish, result
-from seqtune.setup_steps import RunContext, setup, setup_data, setup_optimizer
+from seqtune.metrics import compute_metrics, is_better, tune_threshold
+from seqtune.outcome import TrainResult, finish, finished_result, result
+from seqtune.progress import Reporter
+from seqtune.setup_steps import AlreadyFinished, RunContext, setup, setup_data, setup_optimizer
 from seqtune.state import LoopState
 
 __all__ = ["train", "train_step", "setup_data", "setup_optimizer"]
@@ -37,6 +38,7 @@ class Session:
     last_saved: int = -1  # the step of the last checkpoint written: at most one per step
     window_loss: float = 0.0  # summed step losses since the last log line
     window_steps: int = 0
+    last_saved_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was written (or start)
 
 
 def train(
@@ -62,7 +64,11 @@ def train(
         >>> result = train(load_config(None, ["task=mrpc", "data.data_dir=../shared/glue"]))  # doctest: +SKIP
         >>> result.best["metrics"]["validation"]["accuracy"]  # doctest: +SKIP
     """
-    ctx, state = setup(cfg)
+    try:
+        ctx, state = setup(cfg)
+    except AlreadyFinished as done:
+        Reporter(cfg.quiet).summary(f"{done.run_dir}: already finished; nothing to do")
+        return finished_result(done.run_dir)
     session = Session()
     ctx.model.train()
     with (
@@ -73,7 +79,7 @@ def train(
         while state.step < ctx.total_steps:
             order = epoch_order(ctx, state.epoch)
             while state.batch_in_epoch < len(order) and state.step < ctx.total_steps:
-                stop = optimizer_step(ctx, state, session, order[state.batch_in_epoch], signals)
+                stop, clock_due = optimizer_step(ctx, state, session, order[state.batch_in_epoch], signals)
                 log_step(ctx, state, session, bar)
                 epoch_done = state.batch_in_epoch == len(order)
                 every = ctx.cfg.train.eval_every
@@ -82,6 +88,8 @@ def train(
                         patience = ctx.cfg.train.early_stopping_patience
                         ctx.reporter.info(f"early stopping: no improvement in {patience} evaluations")
                         return finish(ctx, state)
+                if checkpoint_due(ctx, state, clock_due):
+                    save_checkpoint(ctx, state, session)
                 asked = stop_after_steps is not None and session.steps >= stop_after_steps
                 if (stop or asked) and state.step < ctx.total_steps:
                     save_checkpoint(ctx, state, session)
@@ -107,14 +115,18 @@ def epoch_order(ctx: RunContext, epoch: int) -> list[list[int]]:
 
 def optimizer_step(
     ctx: RunContext, state: LoopState, session: Session, step_idxs: list[int], signals: StopSignals
-) -> bool:
-    """One optimizer step over ``step_idxs`` (this process's share of them); returns whether any process was asked
-    to stop (a signal), so that all of them stop at the same step."""
+) -> tuple[bool, bool]:
+    """One optimizer step over ``step_idxs`` (this process's share of them). Returns whether any process was asked
+    to stop (a signal) and whether the main process's clock says a checkpoint is due, so that every process acts
+    at the same step."""
     started = time.perf_counter()
     idxs, weight = step_share(ctx.world, step_idxs)
     local = train_step(ctx, idxs, weight)
-    # one all-reduce per step (none alone): global loss and token counts, and whether any process must stop
-    step_loss, tokens, padded, stop = ctx.world.sum([*local, 1.0 if signals.received else 0.0])
+    minutes = ctx.cfg.train.save_every_minutes
+    clock = bool(minutes and ctx.world.is_main and time.monotonic() - session.last_saved_at >= 60 * minutes)
+    # one all-reduce per step (none alone): global loss and token counts, whether any process must stop, and the
+    # main process's checkpoint clock
+    step_loss, tokens, padded, stop, due = ctx.world.sum([*local, 1.0 if signals.received else 0.0, float(clock)])
     step_loss /= ctx.world.size
     ckpt.check_loss(step_loss, state.step + 1, ctx.run_dir)  # NaN/inf: stop before it reaches the weights
     ctx.optimizer.step()
@@ -128,7 +140,7 @@ def optimizer_step(
     session.steps += 1
     session.window_loss += step_loss
     session.window_steps += 1
-    return stop > 0
+    return stop > 0, due > 0
 
 
 def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
@@ -175,13 +187,16 @@ def evaluate_and_checkpoint(
         unwrapped, ctx.encoded, task, ctx.collator, t.eval_batch_size, ctx.device, ctx.precision, bar, ctx.world
     )
     ctx.model.train()
-    score = metrics[task.eval_splits[0]][task.selection_metric]
     entry = {
         "step": state.step,
         "epoch": round(state.step / ctx.steps_per_epoch, 4),
         "train_seconds": round(state.train_seconds, 3),  # training time so far, evaluation excluded
         "metrics": metrics,
     }
+    if ctx.tune_threshold:  # each evaluation is scored, and so selected, at its own best decision threshold
+        entry["threshold"], entry["metrics"] = tuned_metrics(ctx, logits)
+        metrics = entry["metrics"]
+    score = metrics[task.eval_splits[0]][task.selection_metric]
     state.history.append(entry)
     ctx.tracker.log_eval(state.step, metrics)
     improved = is_better(task, score, state.best["score"] if state.best else None)
@@ -202,11 +217,29 @@ def evaluate_and_checkpoint(
     return stop_early
 
 
+def tuned_metrics(ctx: RunContext, logits: dict[str, np.ndarray]) -> tuple[float, dict[str, dict[str, float]]]:
+    """The decision threshold that maximises the selection metric on the first evaluation split, and every
+    evaluation split's metrics at it."""
+    task = ctx.task
+    labels = {split: np.asarray(ctx.encoded[split]["labels"]) for split in logits}
+    split = task.eval_splits[0]
+    threshold, _ = tune_threshold(task, logits[split], labels[split])
+    tuned = replace(task, threshold=threshold)
+    return threshold, {s: compute_metrics(tuned, logits[s], labels[s]) for s in logits}
+
+
+def checkpoint_due(ctx: RunContext, state: LoopState, clock_due: bool) -> bool:
+    """A checkpoint on the clock (``clock_due``, from `optimizer_step`) or every ``save_every_steps``, between
+    evaluations; never at the last step, which `finish` follows."""
+    every = ctx.cfg.train.save_every_steps
+    return state.step < ctx.total_steps and (clock_due or bool(every and state.step % every == 0))
+
+
 def save_checkpoint(ctx: RunContext, state: LoopState, session: Session) -> None:
     """Every process's RNG state goes in (exact resume); only the main process writes. Once per step."""
     if session.last_saved == state.step:
         return
-    session.last_saved = state.step
+    session.last_saved, session.last_saved_at = state.step, time.monotonic()
     world = ctx.world
     rngs = world.gather(ckpt.rng_state()) if world.size > 1 else None
     unwrapped, t = ctx.unwrapped, ctx.cfg.train

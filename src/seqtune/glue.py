@@ -1,0 +1,200 @@
+"""`seqtune glue`: every GLUE task that has data, over seeds, then a results table and a leaderboard submission.
+
+Each (task, seed) is an ordinary run folder, ``<output>/<task>/seed-<N>``. A rerun skips finished runs, resumes
+interrupted ones from their last checkpoint, and restarts runs killed before their first checkpoint, so the same
+command can simply be run again after a preemption. At the end (and after every task) ``results.json`` /
+``results.md`` hold, per task, the official metrics as mean +- std over seeds, training time and tokens/s, and
+``submission/`` + ``submission.zip`` the test predictions under the file names the GLUE leaderboard expects.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqtune import runfolder
+from seqtune.config import RunConfig
+from seqtune.data import GLUE_FOLDERS
+from seqtune.errors import SeqtuneError
+from seqtune.progress import Reporter
+from seqtune.tasks import GLUE_TASKS, get_task
+
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
+SUBMISSION = "submission"
+DIAGNOSTIC = ("diagnostic", "diagnostic.tsv")  # GLUE's AX set: predicted with the MNLI model
+
+
+@dataclass
+class GlueResult:
+    """What `run_glue` produced: the folder, per-task summaries, skipped tasks (with why) and the submission zip."""
+
+    output: Path
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    submission: Path | None = None
+
+
+def available(data_dir: Path, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The tasks with train and dev files in ``data_dir``, and why each other one is skipped."""
+    ready, skipped = [], {}
+    for name in names:
+        task = get_task(name)
+        folder = data_dir / GLUE_FOLDERS[task.name]
+        needed = [task.glue_files[s].filename for s in ("train", *task.eval_splits)]
+        missing = [f for f in needed if not (folder / f).is_file()]
+        if missing:
+            skipped[name] = f"no {folder / missing[0]}"
+        else:
+            ready.append(name)
+    return ready, skipped
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / runfolder.TASK_FILE).is_file()
+
+
+def _train_one(cfg: RunConfig, run_dir: Path) -> None:
+    """Train (or resume, or restart) one run folder."""
+    from seqtune.training import train
+
+    result = train(cfg.with_overrides({"output": str(run_dir), "resume": True}))  # starts, or continues
+    if not result.completed:  # a signal stopped it; its resume hint was printed
+        raise KeyboardInterrupt
+
+
+def _summary(task_name: str, run_dirs: list[Path]) -> dict[str, Any]:
+    """Mean +- std over seeds of each official metric on each evaluation split, and the runs' speed."""
+    per_seed = [json.loads((d / runfolder.METRICS_FILE).read_text()) for d in run_dirs]
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for split in get_task(task_name).eval_splits:
+        names = {n for m in per_seed if m.get("best") for n in m["best"]["metrics"][split]}
+        for name in sorted(names):
+            values = [m["best"]["metrics"][split][name] for m in per_seed if m.get("best")]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            metrics.setdefault(split, {})[name] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+    return {
+        "metrics": metrics,
+        "seeds": [runfolder.load_run_config(d).seed for d in run_dirs],
+        "runs": [str(d) for d in run_dirs],
+        "train_seconds": statistics.fmean(m["train_seconds"] for m in per_seed),
+        "tokens_per_second": statistics.fmean(m["tokens_per_second"] for m in per_seed),
+        "precision": per_seed[0].get("precision"),
+        "warnings": [w for m in per_seed for w in m.get("warnings") or []],
+    }
+
+
+def _best_seed_run(task_name: str, run_dirs: list[Path]) -> Path:
+    """The seed whose kept checkpoint scored best on dev: the run the submission predicts with."""
+    task = get_task(task_name)
+
+    def score(d: Path) -> float:
+        best = json.loads((d / runfolder.METRICS_FILE).read_text()).get("best")
+        value = best["score"] if best else float("nan")
+        return (value if task.greater_is_better else -value) if value == value else float("-inf")
+
+    return max(run_dirs, key=score)
+
+
+def write_results(out: Path, result: GlueResult) -> None:
+    """results.json and results.md (one row per task, official metrics as mean +- std over seeds)."""
+    (out / RESULTS_JSON).write_text(json.dumps({"tasks": result.tasks, "skipped": result.skipped}, indent=1))
+    lines = ["# seqtune glue", "", "| task | split | metric | mean | std | seeds | train s | tok/s | precision |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, s in result.tasks.items():
+        for split, values in s["metrics"].items():
+            for metric, v in values.items():
+                lines.append(
+                    f"| {name} | {split} | {metric} | {v['mean']:.4f} | {v['std']:.4f} | {v['n']} | "
+                    f"{s['train_seconds']:.0f} | {s['tokens_per_second']:,.0f} | {s['precision']} |"
+                )
+    lines += ["", *(f"- {name}: skipped ({why})" for name, why in result.skipped.items())]
+    warnings = [f"- {name}: {w}" for name, s in result.tasks.items() for w in s["warnings"]]
+    if warnings:
+        lines += ["", "Warnings:", *warnings]
+    (out / RESULTS_MD).write_text("\n".join(lines).rstrip() + "\n")
+
+
+def write_submission(out: Path, result: GlueResult, data_dir: Path) -> Path:
+    """Every task's test predictions under GLUE's file names (MNLI: matched and mismatched; AX when its file is
+    there), in ``submission/`` and ``submission.zip``."""
+    from seqtune.predict import glue_submission, predict_glue_diagnostic
+
+    folder = out / SUBMISSION
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, summary in result.tasks.items():
+        run_dir = _best_seed_run(name, [Path(r) for r in summary["runs"]])
+        task = get_task(name)
+        if all((data_dir / GLUE_FOLDERS[name] / task.glue_files[s].filename).is_file() for s in task.test_splits):
+            glue_submission(run_dir, folder, str(data_dir))
+        if name == "mnli" and (data_dir.joinpath(*DIAGNOSTIC)).is_file():
+            predict_glue_diagnostic(run_dir, data_dir.joinpath(*DIAGNOSTIC), folder / "AX.tsv")
+    archive = out / f"{SUBMISSION}.zip"
+    with zipfile.ZipFile(archive.with_suffix(".tmp"), "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.glob("*.tsv")):
+            zf.write(path, path.name)
+    archive.with_suffix(".tmp").replace(archive)
+    return archive
+
+
+def run_glue(
+    base: RunConfig, data_dir: str | Path, tasks: list[str] | None = None, seeds: int = 1, output: str | Path = "glue"
+) -> GlueResult:
+    """Train every GLUE task with data in ``data_dir`` (or the ``tasks`` named) over ``seeds`` seeds.
+
+    Example:
+        >>> run_glue(RunConfig(), "../shared/glue", ["rte", "mrpc"], seeds=3, output="runs/glue")  # doctest: +SKIP
+    """
+    data_dir, out = Path(data_dir), Path(output)
+    if not data_dir.is_dir():
+        raise SeqtuneError(f"{data_dir}: GLUE folder not found; pass --data-dir with <TASK>/train.tsv files")
+    if seeds < 1:
+        raise SeqtuneError(f"--seeds {seeds}: expected at least 1")
+    names = [get_task(t).name for t in tasks] if tasks else list(GLUE_TASKS)
+    ready, skipped = available(data_dir, names)
+    reporter = Reporter(base.quiet)
+    for name, why in skipped.items():
+        reporter.summary(f"skip {name}: {why}")
+    if not ready:
+        raise SeqtuneError(f"{data_dir}: none of {', '.join(names)} has train and dev files; check --data-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    result = GlueResult(out, skipped=skipped)
+    jobs = [(name, base.seed + i) for name in ready for i in range(seeds)]
+    # ETA: seconds per (training example x epoch) so far, times what is left
+    sizes = {name: _train_rows(data_dir, name) for name in ready}
+    spent, work_done = 0.0, 0.0
+    for n, (name, seed) in enumerate(jobs, start=1):
+        run_dir = out / name / f"seed-{seed}"
+        work = sizes[name]
+        if not _finished(run_dir):
+            started = time.perf_counter()
+            tune = base.train.tune_threshold and get_task(name).has_threshold  # thresholds: binary tasks only
+            cfg = base.with_overrides({"task": name, "seed": seed, "data.data_dir": str(data_dir), "quiet": True,
+                                       "train.tune_threshold": tune})  # fmt: skip
+            _train_one(cfg, run_dir)
+            spent, work_done = spent + time.perf_counter() - started, work_done + work
+        left = sum(sizes[t] for t, s in jobs[n:] if not _finished(out / t / f"seed-{s}"))
+        eta = f", about {left * spent / work_done / 60:.0f} min left" if work_done and left else ""
+        best = json.loads((run_dir / runfolder.METRICS_FILE).read_text()).get("best") or {}
+        shown = " ".join(f"{k}={v:.4f}" for k, v in (best.get("metrics") or {}).get(
+            get_task(name).eval_splits[0], {}).items())  # fmt: skip
+        reporter.summary(f"[{n}/{len(jobs)}] {name} seed {seed}: {shown or 'no usable score'}{eta}")
+        if all(_finished(out / name / f"seed-{s}") for t, s in jobs if t == name):
+            result.tasks[name] = _summary(name, [out / name / f"seed-{s}" for t, s in jobs if t == name])
+            write_results(out, result)
+    result.submission = write_submission(out, result, data_dir)
+    reporter.summary(f"results: {out / RESULTS_MD}; submission: {result.submission}")
+    return result
+
+
+def _train_rows(data_dir: Path, name: str) -> float:
+    """Training rows, by the train file's line count (cheap; only the ETA's proportions use it)."""
+    path = data_dir / GLUE_FOLDERS[name] / get_task(name).glue_files["train"].filename
+    with path.open("rb") as f:
+        return float(sum(1 for _ in f))

@@ -1,0 +1,81 @@
+"""`seqtune glue`: every task with data, results over seeds, a complete leaderboard zip, reruns skip what is done."""
+
+from __future__ import annotations
+
+import json
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import WORDS, run_cli
+
+from seqtune.glue import RESULTS_JSON, RESULTS_MD
+
+
+def _rte(root: Path) -> None:
+    rng = random.Random(2)
+    folder = root / "RTE"
+    folder.mkdir()
+    for name, n in (("train", 48), ("dev", 16)):
+        lines = ["index\tsentence1\tsentence2\tlabel"]
+        for i in range(n):
+            a = " ".join(rng.choices(WORDS, k=6))
+            same = i % 2 == 0
+            lines.append(f"{i}\t{a}\t{a if same else ' '.join(rng.choices(WORDS, k=4))}\t"
+                         f"{'entailment' if same else 'not_entailment'}")  # fmt: skip
+        (folder / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    test = ["index\tsentence1\tsentence2"] + [f"{i}\t{' '.join(rng.choices(WORDS, k=5))}\tthe cat" for i in range(7)]
+    (folder / "test.tsv").write_text("\n".join(test) + "\n")
+
+
+@pytest.fixture
+def two_tasks(mini_glue) -> Path:
+    _rte(mini_glue)
+    return mini_glue
+
+
+def _glue(capsys, model: Path, data: Path, out: Path, *extra: str) -> tuple[int, str, str]:
+    return run_cli(capsys, "glue", "--data-dir", data, "--model", model, "--max-length", "32", "--batch-size", "8",
+                   "--epochs", "1", "--output", out, *extra)  # fmt: skip
+
+
+def test_glue_trains_every_task_with_data_and_writes_a_complete_submission(tiny_model_dir, two_tasks, tmp_path, capsys):
+    out = tmp_path / "glue"
+    code, stdout, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--seeds", "2")
+    assert code == 0, err
+    for skipped in ("cola", "sst2", "stsb", "qqp", "mnli", "qnli", "wnli"):
+        assert f"skip {skipped}: no " in stdout
+    assert "[1/4] mrpc seed 42: accuracy=" in stdout and "[4/4] rte seed 43: accuracy=" in stdout
+    results = json.loads((out / RESULTS_JSON).read_text())
+    assert set(results["tasks"]) == {"mrpc", "rte"} and "qnli" in results["skipped"]
+    mrpc = results["tasks"]["mrpc"]
+    assert mrpc["seeds"] == [42, 43] and set(mrpc["metrics"]["validation"]) == {"accuracy", "f1", "combined_score"}
+    per_seed = [json.loads((out / "mrpc" / f"seed-{s}" / "metrics.json").read_text())["best"] for s in (42, 43)]
+    accuracies = [b["metrics"]["validation"]["accuracy"] for b in per_seed]
+    assert mrpc["metrics"]["validation"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+    assert "| rte | validation | accuracy |" in (out / RESULTS_MD).read_text()
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        assert sorted(zf.namelist()) == ["MRPC.tsv", "RTE.tsv"]
+        rte = zf.read("RTE.tsv").decode().splitlines()
+    assert rte[0] == "index\tprediction" and len(rte) == 8
+    assert all(line.split("\t")[1] in ("entailment", "not_entailment") for line in rte[1:])
+
+
+def test_a_rerun_skips_finished_runs(tiny_model_dir, two_tasks, tmp_path, capsys):
+    out = tmp_path / "glue"
+    assert _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte")[0] == 0
+    weights = out / "rte" / "seed-42" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    code, stdout, _ = _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte,mrpc")
+    assert code == 0
+    assert weights.stat().st_mtime_ns == before  # not trained again
+    assert (out / "mrpc" / "seed-42" / "task.json").is_file()
+    assert set(json.loads((out / RESULTS_JSON).read_text())["tasks"]) == {"rte", "mrpc"}
+
+
+def test_glue_without_data_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = _glue(capsys, tiny_model_dir, tmp_path / "empty", tmp_path / "out", "--tasks", "rte")
+    assert code == 2 and err.count("\n") == 1
+    assert "none of rte has train and dev files; check --data-dir" in err
