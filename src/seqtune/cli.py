@@ -36,7 +36,7 @@ TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
     "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
     "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
     "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),
-    "--save-every-minutes": ("train.save_every_minutes", float, "also checkpoint every N minutes (default 10)"),
+    "--save-every-minutes": ("train.save_every_minutes", float, "also checkpoint every N minutes (default 5)"),
     "--save-every-steps": ("train.save_every_steps", int, "also checkpoint every N optimizer steps"),
     "--report-to": ("train.report_to", str, "also log to tensorboard (<run>/tensorboard)"),
     "--output": ("output", str, "run folder (default runs/<task>-<time>)"),

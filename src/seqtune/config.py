@@ -123,7 +123,7 @@ class TrainConfig:
     """Pad every batch to ``max_length`` (static shapes for accelerators that want them)."""
     keep_checkpoints: int = 1
     """How many recent checkpoints (for resume) to keep besides the best model."""
-    save_every_minutes: float | None = 10.0
+    save_every_minutes: float | None = 5.0
     """Also save a resumable checkpoint when this many minutes of training passed since the last one (besides the
     one after every evaluation), so a kill loses at most this much work; ``None`` = only at evaluations."""
     save_every_steps: int | None = None
