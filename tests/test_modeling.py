@@ -73,3 +73,22 @@ def test_dropout_setting_reaches_every_dropout_layer(tmp_path):
 def test_dropout_out_of_range_is_a_one_line_error():
     with pytest.raises(ConfigError, match=r"model.dropout: expected a probability in \[0, 1\) or null, found 1.5"):
         load_config(None, ["task=mrpc", "model.dropout=1.5"])
+
+
+def test_a_new_head_starts_at_the_label_prior(tiny_model_dir):
+    """The new head's bias is the labels' log-odds (multi-label); a head the checkpoint already had for the same
+    labels keeps its trained bias."""
+    import numpy as np
+    import torch
+
+    from seqtune.modeling import load_model, output_layer
+    from seqtune.tasks import custom_task
+
+    task = custom_task(pair=False, problem_type="multi_label_classification", label_names=("a", "b", "c"))
+    labels = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 1], [1, 1, 1]])
+    model = load_model(str(tiny_model_dir), task, label_prior=labels)
+    rate = torch.tensor([0.5, 0.25, 0.75])
+    torch.testing.assert_close(output_layer(model, 3).bias, torch.log(rate / (1 - rate)))
+    binary = custom_task(pair=False, problem_type="single_label_classification", label_names=("x", "y"))
+    kept = load_model(str(tiny_model_dir), binary, label_prior=np.array([0, 0, 0, 1]))  # the tiny model's 2-label head
+    torch.testing.assert_close(output_layer(kept, 2).bias, torch.zeros(2))

@@ -30,10 +30,11 @@ class ModelConfig:
     dropout: float | None = None
     """Set every dropout probability of the model (hidden, attention, head) to this; ``0`` turns dropout off, which
     skips drawing random masks every step. ``None`` keeps the model's own (0.1 for BERT-style models)."""
-    prior_init: bool = True
+    prior_init: bool | None = None
     """Start a new classification head's output bias at the training labels' distribution (log class frequencies;
     per-label log-odds for multi-label; the mean target for regression), so training does not spend its first
-    steps learning it. Off: the bias starts at 0 as in transformers."""
+    steps learning it. ``None`` (auto): on for multi-label tasks, where it was measured; off: the bias starts at 0
+    as in transformers."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
     allow_pickle: bool = False

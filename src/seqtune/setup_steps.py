@@ -31,7 +31,7 @@ from seqtune.inference import resolve_precision
 from seqtune.losses import class_weights
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.progress import Reporter
-from seqtune.recipe import auto_epochs, auto_lr
+from seqtune.recipe import auto_epochs, auto_lr, prior_init
 from seqtune.state import LoopState
 from seqtune.tasks import TaskSpec, get_task
 from seqtune.tracking import Tracker
@@ -269,7 +269,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
         dropout=cfg.model.dropout,
-        label_prior=np.asarray(encoded["train"]["labels"]) if cfg.model.prior_init else None,
+        label_prior=np.asarray(encoded["train"]["labels"]) if prior_init(cfg, task) else None,
     )
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
