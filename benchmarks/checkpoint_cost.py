@@ -22,11 +22,6 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return " ".join(sorted({f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in text})) or "avx2 only"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
@@ -37,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from seqtune import checkpoint as ckpt
     from seqtune.config import RunConfig
+    from seqtune.inference import cpu_flags
     from seqtune.modeling import load_model, resolve_model
     from seqtune.setup_steps import setup_optimizer
     from seqtune.state import LoopState
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "save_seconds": [round(s, 3) for s in seconds],
         "median_seconds": round(median, 3),
         "share_of_training_time": {f"every {m} min": round(v, 5) for m, v in shares.items()},
-        "cpu": cpu_flags(),
+        "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -88,14 +88,9 @@ def task_overrides(task: str, glue_dir: Path, data_dir: Path) -> list[str]:
     return [f"task={task}", f"data.data_dir={glue_dir}", "data.validation_from_train=true"]
 
 
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = sorted({f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in text})
-    return " ".join(flags) or "avx2 only"
-
-
 def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict:
     from seqtune import load_config, train
+    from seqtune.inference import cpu_flags
 
     recipe_items = RECIPES[recipe]
     patches = [PATCHES[item]() for item in recipe_items if item in PATCHES]
@@ -128,7 +123,7 @@ def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict
         "precision": metrics.get("precision"),
         "threshold": (metrics.get("threshold") or {}).get("value"),
         "warnings": result.warnings,
-        "cpu": cpu_flags(),
+        "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
 

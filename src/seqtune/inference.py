@@ -19,9 +19,17 @@ from seqtune.metrics import compute_metrics
 from seqtune.tasks import TaskSpec
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_FLAGS = (*CPU_BF16_FLAGS, "avx512_vnni")  # what decides bf16 and int8 speed: recorded with runs and benchmarks
 # What ``precision: auto`` resolves to when set (``bf16`` or ``fp32``), whatever the hardware: lets a developer on an
 # AVX2 machine see what a bf16 machine computes (``pytest --auto-precision bf16`` sets it), and the reverse.
 AUTO_PRECISION_ENV = "SEQTUNE_AUTO_PRECISION"
+
+
+def cpu_flags() -> list[str]:
+    """The speed-relevant flags (`CPU_FLAGS`) this CPU has, from /proc/cpuinfo (empty elsewhere, or AVX2-only)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    return [flag for flag in CPU_FLAGS if flag in text]
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -32,9 +40,7 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        cpuinfo = Path("/proc/cpuinfo")
-        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
-        return any(flag in flags for flag in CPU_BF16_FLAGS)
+        return any(flag in CPU_BF16_FLAGS for flag in cpu_flags())
     return False
 
 

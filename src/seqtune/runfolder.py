@@ -123,11 +123,14 @@ def environment() -> dict[str, str]:
     import torch
     import transformers
 
+    from seqtune.inference import CPU_FLAGS, cpu_flags
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_flags": " ".join(cpu_flags()) or "none of " + ", ".join(CPU_FLAGS),
         "threads": str(torch.get_num_threads()),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
