@@ -70,7 +70,7 @@ def test_the_tuned_threshold_is_recorded_in_the_run_folder(tuned_run):
     assert "Decision threshold" in (out / "report.html").read_text()
 
 
-def test_predict_eval_and_serve_apply_the_runs_threshold(tuned_run, monkeypatch):
+def test_predict_eval_and_serve_apply_the_runs_threshold(tuned_run):
     """Set a threshold that surely changes decisions (the median probability) and check every consumer uses it."""
     out, data = tuned_run
     texts = [r["text"] for r in make_rows(12, seed=5)]

@@ -37,10 +37,13 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def result(run_dir: Path, task: TaskSpec, state: LoopState, completed: bool) -> TrainResult:
+def result(
+    run_dir: Path, task: TaskSpec, state: LoopState, completed: bool, warnings: list[str] | None = None
+) -> TrainResult:
     return TrainResult(
-        run_dir, task, state.best, state.history, completed, state.train_seconds, state.tokens_per_second
-    )
+        run_dir, task, state.best, state.history, completed, state.train_seconds, state.tokens_per_second,
+        warnings or [],
+    )  # fmt: skip
 
 
 def finished_result(run_dir: Path) -> TrainResult:
@@ -143,8 +146,7 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
     write_report(run_dir, task)
     runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
     shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
-    done = result(run_dir, task, state, completed=True)
-    done.warnings = warnings
+    done = result(run_dir, task, state, completed=True, warnings=warnings)
     for warning in warnings:
         ctx.reporter.warn(warning)
     best = state.best["metrics"][task.eval_splits[0]] if state.best else {}
