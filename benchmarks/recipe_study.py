@@ -14,7 +14,6 @@ metric, the epoch of the best evaluation, training seconds and tokens/s, with th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -27,53 +26,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Recipes are config overrides on top of seqtune's defaults at the time of the run.
 RECIPES: dict[str, list[str]] = {
     "defaults": [],
+    "cls": ["model.pooling=cls"],
     "epochs3": ["train.epochs=3"],
     "epochs10": ["train.epochs=10"],
     "epochs20": ["train.epochs=20"],
     "lr3e-5": ["train.lr=3e-5"],
     "lr1.5e-4": ["train.lr=1.5e-4"],
-    "mean": ["+mean_pooling"],
-    "mean-epochs10": ["+mean_pooling", "train.epochs=10"],
+    "mean": ["model.pooling=mean"],
+    "mean-epochs10": ["model.pooling=mean", "train.epochs=10"],
     "tuned": ["train.tune_threshold=true"],
     "tuned-epochs10": ["train.tune_threshold=true", "train.epochs=10"],
     "tuned-epochs20": ["train.tune_threshold=true", "train.epochs=20"],
     "tuned-epochs20-lr2e-4": ["train.tune_threshold=true", "train.epochs=20", "train.lr=2e-4"],
-    "tuned-mean-epochs20": ["+mean_pooling", "train.tune_threshold=true", "train.epochs=20"],
+    "tuned-mean-epochs20": ["model.pooling=mean", "train.tune_threshold=true", "train.epochs=20"],
     "epochs20-lr2e-4": ["train.epochs=20", "train.lr=2e-4"],
-    "mean-epochs20-lr2e-4": ["+mean_pooling", "train.epochs=20", "train.lr=2e-4"],
+    "mean-epochs20-lr2e-4": ["model.pooling=mean", "train.epochs=20", "train.lr=2e-4"],
     "no-prior": ["model.prior_init=false"],
 }
-# Levers seqtune has no setting for yet, measured here before they are built in ("+name" in a recipe).
-
-
-def mean_pooling() -> contextlib.AbstractContextManager:
-    """BERT's head reads the attention-masked mean of the last hidden states instead of pooler(dense+tanh)([CLS]):
-    the pooling all-MiniLM-L6-v2 was trained with (its 1_Pooling/config.json)."""
-    from transformers.models.bert import modeling_bert as mb
-
-    def model_forward(self, input_ids=None, attention_mask=None, *args, **kwargs):
-        self.pooler.mask = attention_mask
-        return original_model_forward(self, input_ids, attention_mask, *args, **kwargs)
-
-    def pooler_forward(self, hidden_states):
-        mask = self.mask if self.mask is not None else hidden_states.new_ones(hidden_states.shape[:2])
-        weights = mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
-
-    original_model_forward, original_pooler_forward = mb.BertModel.forward, mb.BertPooler.forward
-
-    @contextlib.contextmanager
-    def patched():
-        mb.BertModel.forward, mb.BertPooler.forward = model_forward, pooler_forward
-        try:
-            yield
-        finally:
-            mb.BertModel.forward, mb.BertPooler.forward = original_model_forward, original_pooler_forward
-
-    return patched()
-
-
-PATCHES = {"+mean_pooling": mean_pooling}
 
 
 def task_overrides(task: str, glue_dir: Path, data_dir: Path) -> list[str]:
@@ -92,13 +61,8 @@ def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict
     from seqtune import load_config, train
     from seqtune.inference import cpu_flags
 
-    recipe_items = RECIPES[recipe]
-    patches = [PATCHES[item]() for item in recipe_items if item in PATCHES]
-    plain = [item for item in recipe_items if item not in PATCHES]
-    overrides = [*task_overrides(task, args.glue_dir, args.data_dir), *plain, *args.set]
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
+    overrides = [*task_overrides(task, args.glue_dir, args.data_dir), *RECIPES[recipe], *args.set]
+    with tempfile.TemporaryDirectory() as tmp:
         overrides += [f"output={tmp}/run", "overwrite=true", f"seed={seed}", "quiet=true"]
         if args.threads:
             overrides.append(f"train.num_threads={args.threads}")

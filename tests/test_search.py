@@ -14,7 +14,8 @@ import yaml
 from seqtune import load_config
 from seqtune.cli import main
 from seqtune.errors import SeqtuneError
-from seqtune.search import DEFAULT_SPACE, baseline_params, bootstrap_ci, check_space, load_space, search, seed_summary
+from seqtune.search import DEFAULT_SPACE, baseline_params, check_space, load_space, search
+from seqtune.seeds import bootstrap_ci, seed_summary
 
 SPACE = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}}
 
@@ -88,6 +89,17 @@ def test_search_returns_a_trained_model_and_resumes(tiny_model_dir, toy_csv, tmp
     assert best_cfg.train.lr == pytest.approx(result.best_params["train.lr"])
     assert best_cfg.data.train_shard is None
     assert not (out / "trials").exists() or not any((out / "trials").iterdir())  # trial weights cleaned up
+    # the same command again (a scheduler re-running it after a preemption): the finished retrain is kept
+    weights = result.best_run / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert search(cfg, n_trials=3, space=SPACE, train_shard=0.5).best_run == result.best_run
+    assert weights.stat().st_mtime_ns == before
+    # a retrain of other settings (here: edited) is replaced by the study's best
+    best_cfg.train.lr = 0.5
+    best_cfg.save(result.best_run / "config.yaml")
+    search(cfg, n_trials=3, space=SPACE, train_shard=0.5)
+    assert weights.stat().st_mtime_ns != before
+    assert load_config(result.best_run / "config.yaml").train.lr == pytest.approx(result.best_params["train.lr"])
     # an interrupted/extended search resumes: only the missing trial runs
     again = search(cfg, n_trials=4, space=SPACE, train_shard=0.5, retrain=False)
     assert [t["number"] for t in again.trials] == [0, 1, 2, 3]

@@ -381,9 +381,10 @@ def test_a_run_without_a_finite_score_still_finishes_and_says_why(tiny_model_dir
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best"] is None and len(metrics["history"]) == 1  # early stopping: patience 1, no improvement
     assert metrics["warnings"] == [err.removeprefix("seqtune: warning: ").strip()]
-    assert reason in (out / "README.md").read_text() and "Kept weights: the last evaluation's" in (
-        out / "README.md"
-    ).read_text()
+    assert (
+        reason in (out / "README.md").read_text()
+        and "Kept weights: the last evaluation's" in (out / "README.md").read_text()
+    )
     assert reason in (out / "report.html").read_text()
     [record] = predict(out, "a happy cat")  # the kept weights load and predict like any run's
     assert isinstance(record["score"], float)

@@ -33,6 +33,7 @@ TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
     "--grad-accum": ("train.grad_accum", int, "micro-batches per optimizer step"),
     "--precision": ("train.precision", str, "auto, bf16 or fp32"),
     "--dropout": ("model.dropout", float, "every dropout probability of the model (0 = off; default: the model's)"),
+    "--pooling": ("model.pooling", str, "head input: cls, mean, or auto (the checkpoint's own; mean for MiniLM)"),
     "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
     "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
     "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),
@@ -78,6 +79,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a model", description="Fine-tune on a GLUE task or your own data.")
     _run_args(p)
     p.add_argument("--seeds", type=int, help="train with N seeds (seed, seed+1, ...): mean, std and 95%% CI")
+    p.add_argument(
+        "--ensemble", action="store_true", help="with --seeds N: the output folder predicts with all N models' mean"
+    )
     p = sub.add_parser(
         "glue",
         help="train every GLUE task with data, over seeds: results table + leaderboard submission",
@@ -204,13 +208,15 @@ def _run(ns: argparse.Namespace) -> int:
         _, overrides = train_overrides(ns)
         cfg = load_config(ns.config, overrides)
         if ns.seeds is not None and ns.seeds > 1:
-            from seqtune.search import train_seeds
+            from seqtune.seeds import train_seeds
 
-            out, summary = train_seeds(cfg, ns.seeds)
+            out, summary = train_seeds(cfg, ns.seeds, ensemble=ns.ensemble)
             for name, s in summary.items():
                 print(f"{name}: {s['mean']:.4f} +- {s['std']:.4f} (95% CI {s['ci95'][0]:.4f}-{s['ci95'][1]:.4f})")
             print(f"{ns.seeds} seeds -> {out}")
             return 0
+        if ns.ensemble:
+            raise SeqtuneError("--ensemble combines the runs of --seeds N (N >= 2); add e.g. --seeds 3")
         train(cfg)
         return 0
     if ns.command == "search":

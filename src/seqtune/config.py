@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
+from seqtune.config_values import apply_values, choice_problems, flat, nest, parse_overrides, read_yaml
 from seqtune.errors import ConfigError, SeqtuneError
 
 
@@ -35,6 +34,10 @@ class ModelConfig:
     per-label log-odds for multi-label; the mean target for regression), so training does not spend its first
     steps learning it. ``None`` (auto): on for multi-label tasks, where it was measured; off: the bias starts at 0
     as in transformers."""
+    pooling: Literal["auto", "cls", "mean"] = "auto"
+    """How the head reads the encoder: ``cls`` (the architecture's own head; BERT: its pooler over [CLS]) or ``mean``
+    (masked mean of the last hidden states). ``auto``: the checkpoint's own pooling (``mean`` for sentence-transformers
+    models trained with it, such as the packaged MiniLM; else ``cls``)."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
     allow_pickle: bool = False
@@ -58,7 +61,7 @@ class DataConfig:
     """Own data: column holding the second text of a sentence pair."""
     label_column: str = "label"
     """Own data: column holding the label (a name, a number, or for multi-label a list / delimited string)."""
-    problem_type: str = "auto"
+    problem_type: Literal["auto", "single_label", "multi_label", "regression"] = "auto"
     """``auto``, ``single_label``, ``multi_label`` or ``regression``. ``auto``: lists -> multi-label,
     non-integer numbers -> regression, anything else -> single-label."""
     label_delimiter: str = ","
@@ -68,6 +71,9 @@ class DataConfig:
     validation_from_train: bool = False
     """GLUE: hold out ``validation_fraction`` of the training rows (seeded, stratified) as the validation split and
     leave the official dev split(s) unused, so recipes can be chosen without looking at dev."""
+    split_seed: int | None = None
+    """Seed of those held-out splits; ``None``: the run's ``seed``. ``--seeds N`` fixes it to the first seed, so every
+    seed (and an ensemble of them) is scored on the same rows and trained on the others."""
     max_train_samples: int | None = None
     """Use only the first N training rows (quick experiments, tests)."""
     train_shard: float | None = None
@@ -102,7 +108,7 @@ class TrainConfig:
     """Micro-batches accumulated per optimizer step."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this; ``None`` turns clipping off."""
-    precision: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     """``auto`` (bf16 autocast where the CPU/GPU supports it, else fp32), ``bf16`` or ``fp32``."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
@@ -170,7 +176,7 @@ class RunConfig:
             >>> RunConfig(task="rte").differences(RunConfig(task="rte", seed=1, quiet=True))
             {'seed': (42, 1)}
         """
-        mine, theirs = _flat(self.to_dict()), _flat(other.to_dict())
+        mine, theirs = flat(self.to_dict()), flat(other.to_dict())
         keys = [k for k in {**mine, **theirs} if k not in BOOKKEEPING and mine.get(k) != theirs.get(k)]
         return {k: (mine.get(k), theirs.get(k)) for k in keys}
 
@@ -192,12 +198,12 @@ class RunConfig:
         if isinstance(overrides, dict):
             nested: dict[str, Any] = {}
             for key, value in overrides.items():
-                _nest(nested, key, value, f"override '{key}'")
+                nest(nested, key, value, f"override '{key}'")
         else:
             nested = parse_overrides(overrides)
         cfg = copy.deepcopy(self)
         problems: list[str] = []
-        _apply(cfg, nested, "", problems)
+        apply_values(cfg, nested, "", problems)
         problems += validate(cfg)
         if problems:
             raise ConfigError(problems)
@@ -207,110 +213,6 @@ class RunConfig:
 # Keys that say how a run is driven, not what it trains: they may differ between a run and its resumption.
 BOOKKEEPING = frozenset({"output", "overwrite", "resume", "resume_from", "quiet", "train.num_threads",
                          "train.save_every_minutes", "train.save_every_steps", "train.keep_checkpoints"})  # fmt: skip
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
-    return out
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
-PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-def _coerce(value: Any, annotation: Any, key: str, problems: list[str]) -> Any:
-    """Check a YAML/override value against a field's annotation; ints are accepted for floats."""
-    text = str(annotation)
-    if value is None:
-        if "None" in text:
-            return None
-        problems.append(f"{key}: expected a value, found null")
-        return value
-    if annotation is bool or text.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-    elif "float" in text:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        # YAML 1.1 reads "3e-5" (no dot) as a string, in files and overrides alike; users mean a number.
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)
-    elif "int" in text:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif "str" in text:
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return str(value)
-    else:  # pragma: no cover - every field has one of the types above
-        return value
-    expected = text.replace("<class '", "").replace("'>", "")
-    problems.append(f"{key}: expected {expected}, found {value!r}")
-    return value
-
-
-def _apply(obj: Any, values: dict[str, Any], prefix: str, problems: list[str]) -> None:
-    hints = _field_types(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            problems.append(f"unknown key '{full}'{hint}")
-            continue
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                problems.append(f"{full}: expected a mapping of settings, found {value!r}")
-                continue
-            _apply(current, value, f"{full}.", problems)
-        else:
-            setattr(obj, key, _coerce(value, hints[key], full, problems))
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Turn ``["train.lr=3e-5", "seed=1"]`` into a nested dict; values are parsed as YAML scalars."""
-    nested: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError([f"override '{item}': expected key=value, e.g. train.batch_size=32"])
-        key, raw = item.split("=", 1)
-        # Numbers like "3e-5" stay strings here and become floats in `_coerce`, so only float fields convert them
-        # (--output 2024 or --text-column 1e5 stay the strings the user typed).
-        _nest(nested, key, yaml.safe_load(raw) if raw.strip() else None, f"override '{item}'")
-    return nested
-
-
-def _nest(nested: dict[str, Any], key: str, value: Any, what: str) -> None:
-    """Set dotted ``key`` (``train.lr``) in a nested dict."""
-    node = nested
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(
-                [f"{what}: '{part}' was already set to a single value; give either '{part}=...' or '{part}.<key>=...'"]
-            )
-    node[parts[-1]] = value
-
-
-def read_yaml(path: Path, missing: str) -> Any:
-    """Parse a YAML file; a missing file raises ``missing``, bad syntax a one-line error with the line number."""
-    if not path.is_file():
-        raise SeqtuneError(missing)
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" line {line + 1}" if line is not None else ""
-        raise SeqtuneError(f"{path}{where}: not valid YAML; fix the syntax ({getattr(exc, 'problem', exc)})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -328,9 +230,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         values = read_yaml(p, f"config file {p} not found: pass the path of a YAML file such as configs/mrpc.yaml")
         if not isinstance(values, dict):
             raise SeqtuneError(f"{p}: expected a mapping of settings at the top level, found {type(values).__name__}")
-        _apply(cfg, values, "", problems)
+        apply_values(cfg, values, "", problems)
     if overrides:
-        _apply(cfg, parse_overrides(overrides), "", problems)
+        apply_values(cfg, parse_overrides(overrides), "", problems)
     problems += validate(cfg)
     if problems:
         raise ConfigError(problems)
@@ -339,7 +241,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate(cfg: RunConfig) -> list[str]:
     """Every problem with a config, as messages; empty when it is usable."""
-    problems: list[str] = []
+    problems: list[str] = choice_problems(cfg)
     t, d = cfg.train, cfg.data
     if cfg.task is None and d.train_file is None and not cfg.resume and cfg.resume_from is None:
         problems.append("nothing to train on: give a GLUE task name (e.g. mrpc) or --train-file")
@@ -374,10 +276,6 @@ def validate(cfg: RunConfig) -> list[str]:
         problems.append(f"data.validation_fraction: expected a number in (0, 1), found {d.validation_fraction}")
     if t.report_to not in (None, "tensorboard"):
         problems.append(f"train.report_to: expected tensorboard or null, found '{t.report_to}'")
-    if t.precision not in PRECISIONS:
-        problems.append(f"train.precision: expected one of {', '.join(PRECISIONS)}, found '{t.precision}'")
-    if d.problem_type not in PROBLEM_TYPES:
-        problems.append(f"data.problem_type: expected one of {', '.join(PROBLEM_TYPES)}, found '{d.problem_type}'")
     for key, value in {
         "train.max_steps": t.max_steps,
         "train.early_stopping_patience": t.early_stopping_patience,

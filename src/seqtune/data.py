@@ -313,7 +313,9 @@ def load_custom(cfg: DataConfig, seed: int = 42) -> tuple[DatasetDict, TaskSpec]
 
 
 def hold_out(train: Dataset, cfg: DataConfig, problem: str, seed: int) -> tuple[Dataset, Dataset]:
-    """Seeded split of the training rows into train / validation, stratified by label when possible."""
+    """Seeded split of the training rows into train / validation, stratified by label when possible (the seed:
+    ``cfg.split_seed``, else ``seed``)."""
+    seed = cfg.split_seed if cfg.split_seed is not None else seed
     where = cfg.train_file or "the training split"
     fraction = cfg.validation_fraction
     if not 0 < fraction < 1:

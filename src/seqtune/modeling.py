@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import warnings
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -19,6 +21,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from seqtune.errors import SeqtuneError
+from seqtune.mean_pooling import MODEL_TYPE, MeanPoolingConfig, MeanPoolingForSequenceClassification
 from seqtune.progress import hf_progress
 from seqtune.tasks import TaskSpec
 
@@ -48,6 +51,15 @@ PICKLE_LOADING = {"use_safetensors": None, "weights_only": True}
 
 # alias -> function returning a local folder; a plain registry, resolved lazily so imports stay cheap.
 MODEL_ALIASES = {"minilm": _packaged_minilm, "all-minilm-l6-v2": _packaged_minilm}
+
+
+# seqtune's mean-pooling classifier loads by AutoModelForSequenceClassification in seqtune (no trust_remote_code),
+# and save_pretrained copies its source file into the folder it writes, for loading without seqtune.
+AutoConfig.register(MODEL_TYPE, MeanPoolingConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(MeanPoolingConfig, MeanPoolingForSequenceClassification, exist_ok=True)
+MeanPoolingConfig.register_for_auto_class()
+MeanPoolingForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+POOLINGS = ("auto", "cls", "mean")
 
 
 def check_weights(path: Path, allow_pickle: bool = False) -> None:
@@ -161,6 +173,51 @@ def build_config(path: str, task: TaskSpec, trust_remote_code: bool = False, dro
     return config, old_labels
 
 
+def pretrained_pooling(path: str) -> str | None:
+    """How a sentence-transformers checkpoint pooled its embeddings (``mean`` or ``cls``, read from ``modules.json``
+    and the Pooling module's ``config.json``); ``None`` for other checkpoints.
+
+    Example:
+        >>> pretrained_pooling(resolve_model("minilm"))
+        'mean'
+    """
+    from transformers.utils import cached_file
+
+    def read(name: str) -> object:
+        try:
+            found = cached_file(path, name, _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False)  # fmt: skip
+            return json.loads(Path(found).read_text()) if found else None
+        except (OSError, ValueError):
+            return None
+
+    modules = read("modules.json")
+    if not isinstance(modules, list):
+        return None
+    folders = [m.get("path") for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")]
+    pooling = read(f"{folders[0]}/config.json") if folders and folders[0] else None
+    if not isinstance(pooling, dict):
+        return None
+    if pooling.get("pooling_mode_mean_tokens"):
+        return "mean"
+    return "cls" if pooling.get("pooling_mode_cls_token") else None
+
+
+def resolve_pooling(requested: str, path: str, config: object) -> str:
+    """``model.pooling``: ``cls`` (the architecture's own head, e.g. BERT's pooler over [CLS]) or ``mean``.
+    ``auto`` follows the checkpoint: ``mean`` for a sentence-transformers model trained with mean pooling (and for
+    a seqtune run that has it), else ``cls``."""
+    if requested not in POOLINGS:
+        raise SeqtuneError(f"model.pooling={requested}: expected one of {', '.join(POOLINGS)}")
+    if getattr(config, "model_type", None) == MODEL_TYPE:
+        if requested == "cls":
+            raise SeqtuneError(f"{path}: this model already has a mean-pooling head; drop model.pooling=cls")
+        return "mean"
+    if requested != "auto":
+        return requested
+    return "mean" if pretrained_pooling(path) == "mean" else "cls"
+
+
 def label_prior_bias(task: TaskSpec, labels: np.ndarray) -> np.ndarray:
     """The output bias at which a head predicts the training labels' distribution and nothing else: log class
     frequencies (single-label), each label's log-odds (multi-label), the mean target (regression).
@@ -201,13 +258,16 @@ def load_model(
     allow_pickle: bool = False,
     dropout: float | None = None,
     label_prior: np.ndarray | None = None,
+    pooling: str = "auto",
 ) -> PreTrainedModel:
     """A sequence classification model for ``task``: pretrained body, new head when the label count differs.
 
     Weights load from safetensors only; ``allow_pickle`` also accepts ``pytorch_model.bin``, read with
     ``torch.load(weights_only=True)`` (tensors only, no code). ``dropout`` sets every dropout probability
     (``0``: off); ``None`` keeps the model's. ``label_prior``: the training labels (`label_prior_bias`) a new head's
-    output bias starts from, so the first steps learn features rather than the label distribution.
+    output bias starts from, so the first steps learn features rather than the label distribution. ``pooling``:
+    ``cls`` (the architecture's own head), ``mean`` (`MeanPoolingForSequenceClassification`) or ``auto`` (the
+    checkpoint's own, `resolve_pooling`).
 
     Example:
         >>> model = load_model(resolve_model("minilm"), get_task("mrpc"))  # doctest: +SKIP
@@ -215,11 +275,14 @@ def load_model(
         {0: 'not_equivalent', 1: 'equivalent'}
     """
     config, old_labels = build_config(path, task, trust_remote_code, dropout)
+    wrap = resolve_pooling(pooling, path, config) == "mean" and config.model_type != MODEL_TYPE
     torch.manual_seed(seed)  # the new head's initial weights follow the run's seed
     if from_scratch:
-        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+        return AutoModelForSequenceClassification.from_config(
+            MeanPoolingConfig.wrap(config) if wrap else config, trust_remote_code=trust_remote_code
+        )
     archs = getattr(config, "architectures", None) or []
-    had_head = any(a.endswith("ForSequenceClassification") for a in archs)
+    had_head = any(a.endswith("ForSequenceClassification") for a in archs) and not wrap
     if had_head and old_labels is not None and old_labels != task.num_labels:
         log.warning(
             "%s has a classification head for %d labels; the task has %d, so the head is re-initialised "
@@ -234,13 +297,13 @@ def load_model(
     try:
         with warnings.catch_warnings(), hf_progress(False):
             warnings.simplefilter("ignore")
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path,
-                config=config,
-                ignore_mismatched_sizes=True,
-                trust_remote_code=trust_remote_code,
-                **SAFE_LOADING if not allow_pickle else PICKLE_LOADING,
-            )
+            loading = {"trust_remote_code": trust_remote_code, **(SAFE_LOADING if not allow_pickle else PICKLE_LOADING)}
+            if wrap:
+                model = _mean_pooling_model(path, config, loading)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, config=config, ignore_mismatched_sizes=True, **loading
+                )
     except OSError as exc:
         hint = "" if allow_pickle else " (only model.safetensors is read; --allow-pickle also reads pytorch_model.bin)"
         raise SeqtuneError(
@@ -258,4 +321,14 @@ def load_model(
     if layer is not None and layer.bias is not None:
         with torch.no_grad():
             layer.bias.copy_(torch.as_tensor(label_prior_bias(task, label_prior), dtype=layer.bias.dtype))
+    return model
+
+
+def _mean_pooling_model(path: str, config: object, loading: dict) -> PreTrainedModel:
+    """A mean-pooling classifier whose encoder holds the pretrained weights at ``path`` (the head is new)."""
+    encoder = AutoModel.from_pretrained(path, config=config, **loading)
+    model = MeanPoolingForSequenceClassification(MeanPoolingConfig.wrap(config))
+    missing, _ = model.backbone.load_state_dict(encoder.state_dict(), strict=False)
+    if missing:
+        raise SeqtuneError(f"{path}: the encoder's weights do not fit a mean-pooling head (missing {missing[0]})")
     return model

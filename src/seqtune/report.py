@@ -238,6 +238,7 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
                 f"{_esc(tuned['metric'])} {_esc(_fmt(tuned['score_at_0.5']))} at 0.5, "
                 f"{_esc(_fmt(tuned['score']))} at the threshold. The predictions below use it.</p>"
             )
+    parts += _ensemble_section(metrics)
     for key, (title, caption) in _FIGURES.items():
         parts.append(f'<h2 id="{key}">{_esc(title)}</h2>')
         if key in files:
@@ -257,6 +258,29 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
     page = run_dir / REPORT_HTML
     page.write_text(_page(f"seqtune report: {run_dir.name}", "\n".join(parts)), encoding="utf-8")
     return page
+
+
+def _ensemble_section(metrics: dict[str, Any]) -> list[str]:
+    """A seed ensemble (``--seeds N --ensemble``): its scores beside the seeds' mean and std, and its threshold."""
+    ensemble = metrics.get("ensemble")
+    if not ensemble:
+        return []
+    summary = metrics.get("summary") or {}
+    rows = [
+        (split, name, value, *((f"{summary[name]['mean']:.4f} +- {summary[name]['std']:.4f}",) if name in summary
+                              and split == next(iter(ensemble["metrics"])) else ("",)))
+        for split, values in ensemble["metrics"].items()
+        for name, value in values.items()
+    ]  # fmt: skip
+    members = ", ".join(ensemble["members"])
+    parts = [f"<h2>Ensemble of {len(ensemble['members'])} runs</h2><p>{_esc(members)}: the {_esc(ensemble['combine'])}."
+             " The predictions below are the ensemble's.</p>",
+             _table(rows, ("split", "metric", "ensemble", "seeds: mean +- std"))]  # fmt: skip
+    tuned = ensemble.get("threshold")
+    if tuned:
+        where = _esc(tuned["split"])
+        parts.append(f"<p>Decision threshold {_esc(tuned['value'])}, tuned for the ensemble on {where}.</p>")
+    return parts
 
 
 # ------------------------------------------------------------------------------------------------ comparing runs

@@ -142,14 +142,20 @@ def _fmt(v: Any) -> str:
 
 def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: dict[str, Any]) -> None:
     """A README.md that says what the model is, how it was trained and how well it does."""
-    best = metrics.get("best") or {}  # None when no evaluation produced a finite score
+    ensemble = metrics.get("ensemble")
+    best = {"metrics": ensemble["metrics"]} if ensemble else metrics.get("best") or {}  # None: no finite score
     rows = []
     for split, values in best.get("metrics", {}).items():
         for name, value in values.items():
             rows.append(f"| {split} | {name} | {_fmt(value)} |")
     labels = ", ".join(task.label_names) if task.label_names else "regression score"
     data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{cfg.data.train_file}`"
-    if best:
+    if ensemble:
+        members = ", ".join(ensemble["members"])
+        kept = f"Ensemble of {len(ensemble['members'])} runs ({members}): the {ensemble['combine']}"
+        kept += "".join(f"; {k} {v:+.4f} over the seeds' mean" for k, v in ensemble["gain_over_seed_mean"].items())
+        metrics = {**metrics, "threshold": ensemble["threshold"]}
+    elif best:
         kept = f"Best checkpoint: step {best['step']} (epoch {_fmt(best['epoch'])}), chosen by "
         kept += f"`{task.selection_metric}`"
     else:
@@ -162,6 +168,8 @@ def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: dic
             f"{_fmt(tuned['score_at_0.5'])} at 0.5, {_fmt(tuned['score'])} at the threshold); `seqtune predict`, "
             "`eval`, `serve` and `export` apply it, a plain `transformers` pipeline does not"
         )
+    code = _custom_code(run_dir)
+    head = f"\n- Head: {code} (its code is in the folder, so `transformers` loads it with `trust_remote_code=True`)"
     card = f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -172,7 +180,7 @@ tags: [seqtune, text-classification]
 Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtune/) on {data}.
 
 - Task: {task.name} ({task.problem_type}); inputs: {", ".join(task.text_columns)}
-- Labels: {labels}
+- Labels: {labels}{head if code else ""}
 - {kept}
 - Training time: {_fmt(metrics.get("train_seconds", 0.0))} s on {metrics.get("device", "?")} \
 ({metrics.get("precision", "?")})
@@ -185,12 +193,7 @@ Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtu
 
 ## Use
 
-```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="{run_dir}")
-```
-
-or `seqtune predict {run_dir} --text "..."`.
+{_usage(run_dir, code, bool(ensemble))}
 
 ## Training configuration
 
@@ -199,3 +202,34 @@ or `seqtune predict {run_dir} --text "..."`.
 ```
 """
     (run_dir / MODEL_CARD).write_text(card)
+
+
+def _custom_code(run_dir: Path) -> str | None:
+    """What the model's own code file in the folder is (``auto_map`` in config.json), or None for a built-in one."""
+    try:
+        auto_map = json.loads((run_dir / "config.json").read_text()).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not auto_map:
+        return None
+    module = str(next(iter(auto_map.values()))).split(".")[0]
+    return f"mean pooling over the last hidden states (`{module}.py`)" if module == "mean_pooling" else f"`{module}.py`"
+
+
+def _usage(run_dir: Path, code: str | None, ensemble: bool) -> str:
+    """The card's "Use" snippet: seqtune for an ensemble (transformers loads one model), else transformers."""
+    if ensemble:
+        return f"""```python
+from seqtune import predict
+predict("{run_dir}", "...")
+```
+
+or `seqtune predict {run_dir} --text "..."` (also `eval`, `serve`, `export`). A plain `transformers` pipeline loads
+one member, e.g. `{run_dir}/seed-N`."""
+    trust = ", trust_remote_code=True" if code else ""
+    return f"""```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="{run_dir}"{trust})
+```
+
+or `seqtune predict {run_dir} --text "..."`."""

@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from seqtune import runfolder
 from seqtune.config import RunConfig
+from seqtune.ensemble import EnsembleClassifier, is_ensemble, load_members
 from seqtune.errors import SeqtuneError
 from seqtune.extras import require
 from seqtune.inference import resolve_precision
@@ -72,7 +73,7 @@ class LoadedRun:
     run_dir: Path
     cfg: RunConfig
     task: TaskSpec
-    model: PreTrainedModel | OnnxClassifier
+    model: PreTrainedModel | OnnxClassifier | EnsembleClassifier
     tokenizer: PreTrainedTokenizerBase
     max_length: int
     device: torch.device
@@ -97,19 +98,21 @@ def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = 
     """
     path = runfolder.check_is_run(run_dir)
     onnx = is_onnx_folder(path)  # an exported folder: the same files, with model.onnx run by onnxruntime
-    if not onnx:
+    ensemble = not onnx and is_ensemble(path)  # a seed ensemble: its members' folders hold the weights
+    if not onnx and not ensemble:
         _check_not_rejected(path)
         check_weights(path, allow_pickle)
     cfg = runfolder.load_run_config(path)
     task = runfolder.load_task(path)
     tokenizer = load_tokenizer(str(path))
+    loading = PICKLE_LOADING if allow_pickle else SAFE_LOADING
     if onnx:
-        model: PreTrainedModel | OnnxClassifier = OnnxClassifier(path)
+        model: PreTrainedModel | OnnxClassifier | EnsembleClassifier = OnnxClassifier(path)
+    elif ensemble:
+        model = load_members(path, task, loading)
     else:
         with hf_progress(False):
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, **PICKLE_LOADING if allow_pickle else SAFE_LOADING
-            )
+            model = AutoModelForSequenceClassification.from_pretrained(path, **loading)
     device = torch.device("cuda" if torch.cuda.is_available() and not onnx else "cpu")
     model.to(device).eval()
     limit = model_max_length(tokenizer, model.config)

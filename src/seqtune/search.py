@@ -1,4 +1,4 @@
-"""Hyperparameter search that hands back a trained model, and multi-seed runs with error bars.
+"""Hyperparameter search that hands back a trained model.
 
 `search` runs an Optuna study (TPE sampler, median pruning on each trial's per-epoch evaluations) over a YAML
 search space, scores each trial by the task's selection metric at its best evaluation, then retrains the best
@@ -18,8 +18,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from seqtune import runfolder
 from seqtune.config import RunConfig, read_yaml
@@ -201,11 +199,21 @@ def search(
     (out / "search.json").write_text(json.dumps(record, indent=1))
     if retrain:
         overrides = [f"{k}={json.dumps(v)}" for k, v in best.params.items()]
-        overrides += [f"output={out / 'best'}", "overwrite=true", "data.train_shard=null"]
-        final = train(cfg.with_overrides(overrides))
+        final_cfg = cfg.with_overrides([*overrides, f"output={out / 'best'}", "data.train_shard=null"])
+        final = train(_continue_or_replace(final_cfg, out / "best"))
         shutil.copyfile(out / "search.json", final.run_dir / "search.json")
         result.best_run, result.retrain_completed = final.run_dir, final.completed
     return result
+
+
+def _continue_or_replace(cfg: RunConfig, best_dir: Path) -> RunConfig:
+    """The retrain as one command that starts or resumes: an interrupted retrain of the same settings continues
+    from its checkpoint (a finished one is kept); a retrain of other settings (the study found a better trial since)
+    is replaced."""
+    previous = best_dir / runfolder.CONFIG_FILE
+    if previous.is_file() and not runfolder.load_run_config(best_dir).differences(cfg):
+        return cfg.with_overrides({"resume": True, "overwrite": False})
+    return cfg.with_overrides({"resume": False, "overwrite": True})
 
 
 def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> Any:
@@ -250,51 +258,3 @@ def _slots_taken(study: Any, before: int | None) -> int:
         ):
             taken += 1
     return taken
-
-
-# ------------------------------------------------------------------------------------------- several seeds
-
-
-def bootstrap_ci(values: list[float], n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean of ``values``."""
-    arr = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, len(arr), size=(n_resamples, len(arr)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def seed_summary(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """Mean, sample std and bootstrap 95% CI of every metric across seeds."""
-    summary = {}
-    for name in per_seed[0] if per_seed else {}:
-        values = [m[name] for m in per_seed]
-        low, high = bootstrap_ci(values)
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        summary[name] = {"mean": float(np.mean(values)), "std": std, "ci95": [low, high], "values": values}
-    return summary
-
-
-def train_seeds(cfg: RunConfig, n_seeds: int) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """The same config over seeds ``cfg.seed, cfg.seed+1, ...``: runs in ``<output>/seed-N``, summary in
-    ``<output>/metrics.json``. Returns the folder and the summary of the first evaluation split."""
-    from seqtune.runfolder import check_run_dir, default_output
-    from seqtune.training import train
-
-    out = Path(cfg.output) if cfg.output else default_output(cfg)
-    check_run_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
-    per_seed, runs = [], []
-    for i in range(n_seeds):
-        seed = cfg.seed + i
-        # --resume: finished seeds are skipped, an interrupted one continues, the rest start
-        where = {"seed": seed, "output": str(out / f"seed-{seed}"), "overwrite": not cfg.resume}
-        result = train(cfg.with_overrides(where))
-        if not result.completed:  # a signal stopped this seed (its resume hint is printed): no summary of a part
-            raise KeyboardInterrupt
-        split = result.task.eval_splits[0]
-        if result.best is not None:  # a seed whose evaluations were all undefined has no score to summarise
-            per_seed.append(result.best["metrics"][split])
-        runs.append(str(result.run_dir))
-    summary = seed_summary(per_seed)
-    record = {"seeds": n_seeds, "runs": runs, "summary": summary}
-    (out / runfolder.METRICS_FILE).write_text(json.dumps(record, indent=1))
-    return out, summary

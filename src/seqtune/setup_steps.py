@@ -270,6 +270,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         allow_pickle=cfg.model.allow_pickle,
         dropout=cfg.model.dropout,
         label_prior=np.asarray(encoded["train"]["labels"]) if prior_init(cfg, task) else None,
+        pooling=cfg.model.pooling,
     )
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process

@@ -215,3 +215,56 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_
     assert got_m["best"]["step"] == ref_m["best"]["step"]
     logged = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert logged == sorted(set(logged))  # no step logged twice across the kills
+
+
+def _logged_steps(out: Path) -> list[int]:
+    log = out / "train_log.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return [json.loads(x)["step"] for x in lines if x.endswith("}")]
+
+
+def _kill_in_evaluation(proc: Child, out: Path, step: int) -> None:
+    """SIGKILL once step ``step`` is logged (its evaluation starts right after) and before its checkpoint exists."""
+    root = out / "checkpoints"
+    while proc.poll() is None:
+        if step in _logged_steps(out):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.0005)
+    proc.wait(timeout=60)
+    # killed during the evaluation: its checkpoint is neither complete nor being written
+    names = os.listdir(root) if root.is_dir() else []
+    assert f"step-{step}" not in names and f".tmp-step-{step}" not in names, names
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_during_evaluations_of_a_one_epoch_run(tiny_dropout_model_dir, tmp_path, fork_server):
+    """A 1-epoch run killed in its first evaluation (no checkpoint yet: the rerun starts over) and in its last (the
+    rerun continues from the middle checkpoint) ends with the uninterrupted run's weights and history."""
+    data = write_csv(tmp_path / "train.csv", make_rows(64))  # 8 steps of 8; evaluations at steps 4 and 8
+    dev = write_csv(tmp_path / "dev.csv", make_rows(6000, seed=5))  # evaluation takes most of the run's time
+    common = ["--train-file", str(data), "--validation-file", str(dev), "--model", str(tiny_dropout_model_dir),
+              "--max-length", "32", "--batch-size", "8", "--epochs", "1", "--eval-every", "4",
+              "train.log_every=1"]  # fmt: skip
+    out = tmp_path / "killed"
+    first = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a0.log")
+    _kill_in_evaluation(first, out, 4)
+    second = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a1.log")
+    _kill_in_evaluation(second, out, 8)
+    assert "resumed from" not in (tmp_path / "a1.log").read_text()  # nothing to resume: it started over
+    assert [p.name for p in list_checkpoints(out)] == ["step-4"]
+    last = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a2.log")
+    assert last.wait(timeout=300) == 0, (tmp_path / "a2.log").read_text()
+    assert RESUMED.findall((tmp_path / "a2.log").read_text())[0][1] == "4"
+
+    reference = tmp_path / "reference"
+    done = fork_server.start([*common, "--output", str(reference)], tmp_path / "ref.log")
+    assert done.wait(timeout=300) == 0
+    ref_w, got_w = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
+    for key in ref_w:
+        torch.testing.assert_close(got_w[key], ref_w[key], atol=1e-6, rtol=0, msg=key)
+    ref_m, got_m = (json.loads((d / "metrics.json").read_text()) for d in (reference, out))
+    assert [h["step"] for h in got_m["history"]] == [h["step"] for h in ref_m["history"]] == [4, 8]
+    for a, b in zip(got_m["history"], ref_m["history"], strict=True):
+        torch.testing.assert_close(a["metrics"], b["metrics"], atol=1e-6, rtol=0)
+    assert _logged_steps(out) == list(range(1, 9))  # the killed start's lines were cleared, none twice
