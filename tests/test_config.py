@@ -230,3 +230,26 @@ def test_with_overrides_validates_and_reports_every_problem():
     ]
     with pytest.raises(ConfigError, match="override 'train.lr': 'train' was already set to a single value"):
         base.with_overrides({"train": 1, "train.lr": 1e-4})
+
+
+def test_a_config_built_in_python_is_checked_group_by_group():
+    from seqtune.config import DataConfig, ModelConfig, TrainConfig
+    from seqtune.errors import ConfigError
+    from seqtune.training import train
+
+    cfg = RunConfig(task="mrpc", model=ModelConfig(pooling="max", dropout=1.5), data=DataConfig(train_shard=2.0),
+                    train=TrainConfig(batch_size=0, precision="fp16"))  # fmt: skip
+    assert ModelConfig(pooling="max").problems() == []  # choices are checked over the whole config (Literal fields)
+    assert DataConfig(train_shard=2.0).problems() == ["data.train_shard: expected a share in (0, 1], found 2.0"]
+    expected = {
+        "model.pooling: expected one of auto, cls, mean, found 'max'",
+        "train.precision: expected one of auto, bf16, fp32, found 'fp16'",
+        "model.dropout: expected a probability in [0, 1) or null, found 1.5",
+        "data.train_shard: expected a share in (0, 1], found 2.0",
+        "train.batch_size: expected an integer >= 1, found 0",
+    }
+    assert set(cfg.problems()) == expected
+    with pytest.raises(ConfigError) as err:
+        train(cfg)  # before anything is read or written
+    assert set(err.value.problems) == expected
+    assert RunConfig(task="mrpc").check().task == "mrpc"

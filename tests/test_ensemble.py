@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from conftest import LiveServer, assert_clean_error, make_rows, run_cli, write_csv
 
-from seqtune.ensemble import ENSEMBLE_FILE
 from seqtune.metrics import compute_metrics
 from seqtune.predict import evaluate_file, load_run, predict
-from seqtune.runfolder import EVAL_PREDICTIONS, load_task
+from seqtune.runfolder import ENSEMBLE_FILE, EVAL_PREDICTIONS, load_task
 
 TEXTS = ["the happy cat sat on the mat", "sad", "a quick blue fish ran by the big red log", "happy happy dog"]
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import pickle
 import random
 import re
 import shutil
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from seqtune.errors import SeqtuneError
-from seqtune.runfolder import EVAL_PREDICTIONS
+from seqtune.runfolder import (
+    CHECKPOINTS,
+    CKPT_OPTIMIZER,
+    CKPT_RNG,
+    CKPT_SCHEDULER,
+    CKPT_STATE,
+    EVAL_PREDICTIONS,
+    WEIGHTS_FILE,
+    rank_rng_file,
+)
 
-CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
@@ -84,14 +89,14 @@ def save_checkpoint(
     tmp = root / f".tmp-step-{step}"
     try:
         tmp.mkdir()
-        save_model(model, str(tmp / "model.safetensors"))
-        for name, obj in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict())):
+        save_model(model, str(tmp / WEIGHTS_FILE))
+        for name, obj in ((CKPT_OPTIMIZER, optimizer.state_dict()), (CKPT_SCHEDULER, scheduler.state_dict())):
             _torch_save(obj, tmp / name)
-        _torch_save(rng_state(), tmp / "rng.pt")
+        _torch_save(rng_state(), tmp / CKPT_RNG)
         for rank, state in enumerate(rank_rngs or []):
             if rank:  # rank 0's is rng.pt, as in a single-process run
-                _torch_save(state, tmp / f"rng-rank{rank}.pt")
-        (tmp / "state.json").write_text(json.dumps(loop_state, indent=1))
+                _torch_save(state, tmp / rank_rng_file(rank))
+        (tmp / CKPT_STATE).write_text(json.dumps(loop_state, indent=1))
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
@@ -154,7 +159,7 @@ def save_best(best_dir: Path, model: torch.nn.Module, arrays: dict[str, np.ndarr
     try:
         best_dir.mkdir(parents=True, exist_ok=True)
         save_model(model, str(best_dir / "model.tmp"))
-        (best_dir / "model.tmp").replace(best_dir / "model.safetensors")
+        (best_dir / "model.tmp").replace(best_dir / WEIGHTS_FILE)
         with (best_dir / "eval_predictions.tmp").open("wb") as f:
             np.savez(f, **arrays)
         (best_dir / "eval_predictions.tmp").replace(best_dir / EVAL_PREDICTIONS)
@@ -162,18 +167,6 @@ def save_best(best_dir: Path, model: torch.nn.Module, arrays: dict[str, np.ndarr
         for name in ("model.tmp", "eval_predictions.tmp"):
             (best_dir / name).unlink(missing_ok=True)
         raise write_error(best_dir, exc, run_dir) from None
-
-
-def check_loss(loss: float, step: int, run_dir: Path) -> None:
-    """Stop before a non-finite loss reaches the weights (the optimizer step would spread NaN everywhere)."""
-    if math.isfinite(loss):
-        return
-    latest = latest_checkpoint(run_dir)
-    kept = f"the last good checkpoint is kept in {latest}" if latest else "no checkpoint was saved before it"
-    raise SeqtuneError(
-        f"step {step}: loss is {loss}; {kept}; likely causes: learning rate too high (try --lr smaller), "
-        "bf16 overflow (try --precision fp32), or bad inputs (regression targets far out of range)"
-    )
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -192,7 +185,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def saved_world_size(path: Path) -> int:
     """How many processes trained the run that wrote this checkpoint."""
-    return int(json.loads((path / "state.json").read_text()).get("world_size", 1))
+    return int(json.loads((path / CKPT_STATE).read_text()).get("world_size", 1))
 
 
 def load_checkpoint(
@@ -203,11 +196,11 @@ def load_checkpoint(
     Tensors and plain containers only (``weights_only=True``): a file holding any other pickled object is
     refused, never executed.
     """
-    load_model(model, str(path / "model.safetensors"))
-    optimizer.load_state_dict(_load(path / "optimizer.pt"))
-    scheduler.load_state_dict(_load(path / "scheduler.pt"))
-    set_rng_state(_load(path / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt")))
-    return json.loads((path / "state.json").read_text())
+    load_model(model, str(path / WEIGHTS_FILE))
+    optimizer.load_state_dict(_load(path / CKPT_OPTIMIZER))
+    scheduler.load_state_dict(_load(path / CKPT_SCHEDULER))
+    set_rng_state(_load(path / rank_rng_file(rank)))
+    return json.loads((path / CKPT_STATE).read_text())
 
 
 def _load(path: Path) -> Any:
@@ -220,27 +213,3 @@ def _load(path: Path) -> Any:
             f"{path}: refused to load: it holds more than tensors and plain data{detail}, which a seqtune checkpoint "
             "never does; delete this checkpoint folder and resume from an earlier one (or start again)"
         ) from None
-
-
-class StopSignals:
-    """SIGINT/SIGTERM ask the loop to stop after the current step (it then saves a checkpoint); a second
-    Ctrl-C stops at once. Only installed in the main thread, where Python delivers signals."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

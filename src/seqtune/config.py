@@ -44,6 +44,12 @@ class ModelConfig:
     """Also load ``pytorch_model.bin`` weights (pickle) when a model has no ``model.safetensors``. Off by default:
     unpickling can run code. When on, the file is still read with ``torch.load(weights_only=True)``."""
 
+    def problems(self) -> list[str]:
+        out = _at_least_one({"model.max_length": self.max_length}, null_ok=True)
+        if isinstance(self.dropout, float) and not 0 <= self.dropout < 1:
+            out.append(f"model.dropout: expected a probability in [0, 1) or null, found {self.dropout}")
+        return out
+
 
 @dataclass
 class DataConfig:
@@ -82,6 +88,15 @@ class DataConfig:
     """Use only the first N rows of each evaluation split."""
     cache_dir: str | None = None
     """Where tokenized datasets are cached; default ``~/.cache/seqtune`` (env ``SEQTUNE_CACHE``)."""
+
+    def problems(self) -> list[str]:
+        out = _at_least_one({"data.max_train_samples": self.max_train_samples,
+                             "data.max_eval_samples": self.max_eval_samples}, null_ok=True)  # fmt: skip
+        if isinstance(self.train_shard, float) and not 0 < self.train_shard <= 1:
+            out.append(f"data.train_shard: expected a share in (0, 1], found {self.train_shard}")
+        if isinstance(self.validation_fraction, float) and not 0 < self.validation_fraction < 1:
+            out.append(f"data.validation_fraction: expected a number in (0, 1), found {self.validation_fraction}")
+        return out
 
 
 @dataclass
@@ -144,6 +159,27 @@ class TrainConfig:
     num_threads: int | None = None
     """Torch intra-op threads on CPU; ``None`` = torch's default (all cores)."""
 
+    def problems(self) -> list[str]:
+        out = _at_least_one({f"train.{k}": getattr(self, k) for k in ("batch_size", "eval_batch_size", "grad_accum",
+                             "log_every", "keep_checkpoints", "min_steps")}, null_ok=False)  # fmt: skip
+        out += _at_least_one({f"train.{k}": getattr(self, k) for k in ("max_steps", "early_stopping_patience",
+                              "pad_to_multiple_of", "num_threads", "save_every_steps")}, null_ok=True)  # fmt: skip
+        checks = {
+            "lr": (self.lr, lambda v: v > 0, "a positive number"),
+            "epochs": (self.epochs, lambda v: v > 0, "a positive number or null (auto)"),
+            "max_auto_epochs": (self.max_auto_epochs, lambda v: v >= 3, "a number >= 3"),
+            "save_every_minutes": (self.save_every_minutes, lambda v: v > 0, "a positive number or null"),
+            "warmup_ratio": (self.warmup_ratio, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        }
+        for key, (value, ok, expected) in checks.items():
+            if isinstance(value, float) and not ok(value):
+                out.append(f"train.{key}: expected {expected}, found {value}")
+        if self.report_to not in (None, "tensorboard"):
+            out.append(f"train.report_to: expected tensorboard or null, found '{self.report_to}'")
+        if isinstance(self.eval_every, int) and self.eval_every < 0:
+            out.append(f"train.eval_every: expected 0 (every epoch) or a positive step count, found {self.eval_every}")
+        return out
+
 
 @dataclass
 class RunConfig:
@@ -179,6 +215,22 @@ class RunConfig:
         mine, theirs = flat(self.to_dict()), flat(other.to_dict())
         keys = [k for k in {**mine, **theirs} if k not in BOOKKEEPING and mine.get(k) != theirs.get(k)]
         return {k: (mine.get(k), theirs.get(k)) for k in keys}
+
+    def problems(self) -> list[str]:
+        """Every problem with this config (each group's own, then the ones between groups), as messages."""
+        problems = choice_problems(self) + self.model.problems() + self.data.problems() + self.train.problems()
+        if self.task is None and self.data.train_file is None and not self.resume and self.resume_from is None:
+            problems.append("nothing to train on: give a GLUE task name (e.g. mrpc) or --train-file")
+        if self.task is not None and self.data.train_file is not None:
+            problems.append("give either a GLUE task or --train-file, not both")
+        return problems
+
+    def check(self) -> RunConfig:
+        """``self`` when it is usable, else `ConfigError` with every problem (a config built in Python, too)."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -240,54 +292,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate(cfg: RunConfig) -> list[str]:
-    """Every problem with a config, as messages; empty when it is usable."""
-    problems: list[str] = choice_problems(cfg)
-    t, d = cfg.train, cfg.data
-    if cfg.task is None and d.train_file is None and not cfg.resume and cfg.resume_from is None:
-        problems.append("nothing to train on: give a GLUE task name (e.g. mrpc) or --train-file")
-    if cfg.task is not None and d.train_file is not None:
-        problems.append("give either a GLUE task or --train-file, not both")
-    positive = {
-        "train.batch_size": t.batch_size,
-        "train.eval_batch_size": t.eval_batch_size,
-        "train.grad_accum": t.grad_accum,
-        "train.log_every": t.log_every,
-        "train.keep_checkpoints": t.keep_checkpoints,
-        "train.min_steps": t.min_steps,
-    }
-    for key, value in positive.items():
-        if isinstance(value, int) and value < 1:
-            problems.append(f"{key}: expected an integer >= 1, found {value}")
-    if isinstance(t.lr, float) and not t.lr > 0:
-        problems.append(f"train.lr: expected a positive number, found {t.lr}")
-    if isinstance(t.epochs, float) and not t.epochs > 0:
-        problems.append(f"train.epochs: expected a positive number or null (auto), found {t.epochs}")
-    if isinstance(t.max_auto_epochs, float) and not t.max_auto_epochs >= 3:
-        problems.append(f"train.max_auto_epochs: expected a number >= 3, found {t.max_auto_epochs}")
-    if isinstance(t.save_every_minutes, float) and not t.save_every_minutes > 0:
-        problems.append(f"train.save_every_minutes: expected a positive number or null, found {t.save_every_minutes}")
-    if isinstance(t.warmup_ratio, float) and not 0 <= t.warmup_ratio < 1:
-        problems.append(f"train.warmup_ratio: expected a number in [0, 1), found {t.warmup_ratio}")
-    if isinstance(cfg.model.dropout, float) and not 0 <= cfg.model.dropout < 1:
-        problems.append(f"model.dropout: expected a probability in [0, 1) or null, found {cfg.model.dropout}")
-    if isinstance(d.train_shard, float) and not 0 < d.train_shard <= 1:
-        problems.append(f"data.train_shard: expected a share in (0, 1], found {d.train_shard}")
-    if isinstance(d.validation_fraction, float) and not 0 < d.validation_fraction < 1:
-        problems.append(f"data.validation_fraction: expected a number in (0, 1), found {d.validation_fraction}")
-    if t.report_to not in (None, "tensorboard"):
-        problems.append(f"train.report_to: expected tensorboard or null, found '{t.report_to}'")
-    for key, value in {
-        "train.max_steps": t.max_steps,
-        "train.early_stopping_patience": t.early_stopping_patience,
-        "train.pad_to_multiple_of": t.pad_to_multiple_of,
-        "train.num_threads": t.num_threads,
-        "train.save_every_steps": t.save_every_steps,
-        "model.max_length": cfg.model.max_length,
-        "data.max_train_samples": d.max_train_samples,
-        "data.max_eval_samples": d.max_eval_samples,
-    }.items():
-        if isinstance(value, int) and value < 1:
-            problems.append(f"{key}: expected an integer >= 1 or null, found {value}")
-    if isinstance(t.eval_every, int) and t.eval_every < 0:
-        problems.append(f"train.eval_every: expected 0 (every epoch) or a positive step count, found {t.eval_every}")
-    return problems
+    """Every problem with a config, as messages; empty when it is usable (`RunConfig.problems`)."""
+    return cfg.problems()
+
+
+def _at_least_one(values: dict[str, Any], null_ok: bool) -> list[str]:
+    tail = " or null" if null_ok else ""
+    return [
+        f"{key}: expected an integer >= 1{tail}, found {v}" for key, v in values.items() if isinstance(v, int) and v < 1
+    ]

@@ -24,9 +24,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from seqtune.errors import SeqtuneError
 from seqtune.progress import hf_progress
+from seqtune.runfolder import ENSEMBLE_FILE, EVAL_PREDICTIONS, TASK_FILE, WEIGHTS_FILE
 from seqtune.tasks import TaskSpec
 
-ENSEMBLE_FILE = "ensemble.json"  # {"members": [folder names], "combine": COMBINE}
 COMBINE = "mean of the members' probabilities"
 _EPS = 1e-7
 
@@ -75,7 +75,7 @@ def member_dirs(path: Path) -> list[Path]:
         raise SeqtuneError(f"{path / ENSEMBLE_FILE}: unreadable ({exc}); rebuild with --seeds N --ensemble") from None
     dirs = [path / str(name) for name in names]
     for d in dirs:
-        if not (d / "task.json").is_file() or not (d / "model.safetensors").is_file():
+        if not (d / TASK_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
             raise SeqtuneError(
                 f"{path}: ensemble member {d.name} is missing or unfinished; keep the seed-N folders next to "
                 f"{ENSEMBLE_FILE}, or rerun the same command with --resume"
@@ -93,8 +93,6 @@ def load_members(path: Path, task: TaskSpec, loading: dict[str, Any]) -> Ensembl
 def ensemble_predictions(runs: list[Path], task: TaskSpec) -> dict[str, np.ndarray]:
     """The ensemble's evaluation predictions, combined from what each member saved for its kept checkpoint (the same
     rows for every member: the official dev split, or the held-out rows of one ``data.split_seed``)."""
-    from seqtune.runfolder import EVAL_PREDICTIONS
-
     saved = []
     for run in runs:
         with np.load(run / EVAL_PREDICTIONS) as data:

@@ -23,6 +23,7 @@ from seqtune.config import RunConfig
 from seqtune.data import GLUE_FOLDERS
 from seqtune.errors import SeqtuneError
 from seqtune.progress import Reporter
+from seqtune.run_metrics import read_run_metrics
 from seqtune.tasks import GLUE_TASKS, get_task
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
@@ -70,22 +71,22 @@ def _train_one(cfg: RunConfig, run_dir: Path) -> None:
 
 def _summary(task_name: str, run_dirs: list[Path]) -> dict[str, Any]:
     """Mean +- std over seeds of each official metric on each evaluation split, and the runs' speed."""
-    per_seed = [json.loads((d / runfolder.METRICS_FILE).read_text()) for d in run_dirs]
+    per_seed = [read_run_metrics(d) for d in run_dirs]
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for split in get_task(task_name).eval_splits:
-        names = {n for m in per_seed if m.get("best") for n in m["best"]["metrics"][split]}
+        names = {n for m in per_seed for n in m.best_scores(split)}
         for name in sorted(names):
-            values = [m["best"]["metrics"][split][name] for m in per_seed if m.get("best")]
+            values = [m.best_scores(split)[name] for m in per_seed if m.best]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             metrics.setdefault(split, {})[name] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
     return {
         "metrics": metrics,
         "seeds": [runfolder.load_run_config(d).seed for d in run_dirs],
         "runs": [str(d) for d in run_dirs],
-        "train_seconds": statistics.fmean(m["train_seconds"] for m in per_seed),
-        "tokens_per_second": statistics.fmean(m["tokens_per_second"] for m in per_seed),
-        "precision": per_seed[0].get("precision"),
-        "warnings": [w for m in per_seed for w in m.get("warnings") or []],
+        "train_seconds": statistics.fmean(m.train_seconds for m in per_seed),
+        "tokens_per_second": statistics.fmean(m.tokens_per_second for m in per_seed),
+        "precision": per_seed[0].precision,
+        "warnings": [w for m in per_seed for w in m.warnings],
     }
 
 
@@ -94,7 +95,7 @@ def _best_seed_run(task_name: str, run_dirs: list[Path]) -> Path:
     task = get_task(task_name)
 
     def score(d: Path) -> float:
-        best = json.loads((d / runfolder.METRICS_FILE).read_text()).get("best")
+        best = read_run_metrics(d).best
         value = best["score"] if best else float("nan")
         return (value if task.greater_is_better else -value) if value == value else float("-inf")
 
@@ -181,9 +182,8 @@ def run_glue(
             spent, work_done = spent + time.perf_counter() - started, work_done + work
         left = sum(sizes[t] for t, s in jobs[n:] if not _finished(out / t / f"seed-{s}"))
         eta = f", about {left * spent / work_done / 60:.0f} min left" if work_done and left else ""
-        best = json.loads((run_dir / runfolder.METRICS_FILE).read_text()).get("best") or {}
-        shown = " ".join(f"{k}={v:.4f}" for k, v in (best.get("metrics") or {}).get(
-            get_task(name).eval_splits[0], {}).items())  # fmt: skip
+        scores = read_run_metrics(run_dir).best_scores(get_task(name).eval_splits[0])
+        shown = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
         reporter.summary(f"[{n}/{len(jobs)}] {name} seed {seed}: {shown or 'no usable score'}{eta}")
         if all(_finished(out / name / f"seed-{s}") for t, s in jobs if t == name):
             result.tasks[name] = _summary(name, [out / name / f"seed-{s}" for t, s in jobs if t == name])

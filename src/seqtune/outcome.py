@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.torch import load_model as load_weights
 
-from seqtune import checkpoint as ckpt
 from seqtune import runfolder
 from seqtune.metrics import compute_metrics, is_better, trivial_baseline, undefined_reason
+from seqtune.model_card import write_model_card
 from seqtune.progress import hf_progress
 from seqtune.report import write_report
+from seqtune.run_metrics import RunMetrics, read_run_metrics
 from seqtune.state import LoopState
 from seqtune.tasks import TaskSpec
 
@@ -48,12 +48,9 @@ def result(
 
 def finished_result(run_dir: Path) -> TrainResult:
     """The result of a run that finished earlier, read back from its folder."""
-    metrics = json.loads((run_dir / runfolder.METRICS_FILE).read_text())
-    seconds = metrics.get("train_seconds", 0.0)
-    return TrainResult(
-        run_dir, runfolder.load_task(run_dir), metrics.get("best"), metrics.get("history", []), True, seconds,
-        metrics.get("tokens_per_second", 0.0), metrics.get("warnings") or [],
-    )  # fmt: skip
+    m = read_run_metrics(run_dir)
+    task = runfolder.load_task(run_dir)
+    return TrainResult(run_dir, task, m.best, m.history, True, m.train_seconds, m.tokens_per_second, m.warnings)
 
 
 def with_tuned_threshold(
@@ -108,10 +105,10 @@ def finish(ctx: RunContext, state: LoopState) -> TrainResult:
 
 def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
     run_dir, task, model = ctx.run_dir, ctx.task, ctx.unwrapped
-    best_dir = run_dir / ckpt.CHECKPOINTS / "best"
+    best_dir = run_dir / runfolder.CHECKPOINTS / runfolder.BEST_CHECKPOINT
     predictions = None
-    if (best_dir / "model.safetensors").is_file():
-        load_weights(model, str(best_dir / "model.safetensors"))
+    if (best_dir / runfolder.WEIGHTS_FILE).is_file():
+        load_weights(model, str(best_dir / runfolder.WEIGHTS_FILE))
         shutil.copyfile(best_dir / runfolder.EVAL_PREDICTIONS, run_dir / runfolder.EVAL_PREDICTIONS)
         with np.load(run_dir / runfolder.EVAL_PREDICTIONS) as saved:
             predictions = {k: saved[k] for k in saved.files}
@@ -123,29 +120,28 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
     with hf_progress(False):
         model.save_pretrained(run_dir)
         ctx.tokenizer.save_pretrained(run_dir)
-    metrics = {
-        "task": task.name,
-        "selection_metric": task.selection_metric,
-        "best": state.best,
-        "history": state.history,
-        "train_seconds": state.train_seconds,
-        "tokens_per_second": state.tokens_per_second,
-        "padding_share": state.padding_share,
-        "device": ctx.device.type,
-        "precision": ctx.precision,
-        "distributed": ctx.distributed(),
-        # examples per token length (index = length), for the report's length histogram
-        "train_length_counts": np.bincount(np.asarray(train_ds["length"])).tolist(),
-        "max_length": ctx.max_length,
-        "environment": runfolder.environment(),
-        "warnings": warnings,
-        "threshold": threshold,
-    }
-    runfolder.write_metrics(run_dir, metrics)
-    runfolder.write_model_card(run_dir, ctx.cfg, task, metrics)
+    metrics = RunMetrics(
+        task=task.name,
+        selection_metric=task.selection_metric,
+        best=state.best,
+        history=state.history,
+        train_seconds=state.train_seconds,
+        tokens_per_second=state.tokens_per_second,
+        padding_share=state.padding_share,
+        device=ctx.device.type,
+        precision=ctx.precision,
+        distributed=ctx.distributed(),
+        train_length_counts=np.bincount(np.asarray(train_ds["length"])).tolist(),
+        max_length=ctx.max_length,
+        environment=runfolder.environment(),
+        warnings=warnings,
+        threshold=threshold,
+    )
+    metrics.write(run_dir)
+    write_model_card(run_dir, ctx.cfg, task, metrics)
     write_report(run_dir, task)
     runfolder.save_task(run_dir, task)  # last: its presence marks a finished run
-    shutil.rmtree(run_dir / ckpt.CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)
     done = result(run_dir, task, state, completed=True, warnings=warnings)
     for warning in warnings:
         ctx.reporter.warn(warning)

@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from seqtune.metrics import logits_to_predictions, probabilities, reliability_bins
+from seqtune.run_metrics import RunMetrics
 from seqtune.tasks import TaskSpec
 
 BEST_COLOR = "#d62728"
@@ -29,22 +30,22 @@ def loss_series(log: list[dict[str, Any]]) -> dict[str, list]:
     return {"step": [r["step"] for r in log], "loss": [r["loss"] for r in log], "lr": [r["lr"] for r in log]}
 
 
-def metric_series(metrics: dict[str, Any]) -> dict[str, Any]:
+def metric_series(metrics: RunMetrics) -> dict[str, Any]:
     """Dev metrics per evaluation, ``splits -> name -> values`` aligned with ``step``; ``best`` as in metrics.json."""
-    history = metrics.get("history") or []
+    history = metrics.history
     splits: dict[str, dict[str, list]] = {}
     for i, entry in enumerate(history):
         for split, values in entry["metrics"].items():
             for name, value in values.items():
                 column = splits.setdefault(split, {}).setdefault(name, [float("nan")] * len(history))
                 column[i] = value
-    best = metrics.get("best")
+    best = metrics.best
     return {
         "step": [h["step"] for h in history],
         "epoch": [h.get("epoch") for h in history],
         "splits": splits,
         "best": {k: best[k] for k in ("step", "epoch", "metrics") if k in best} if best else None,
-        "selection_metric": metrics.get("selection_metric"),
+        "selection_metric": metrics.selection_metric,
     }
 
 
@@ -90,12 +91,9 @@ def calibration_series(task: TaskSpec, preds: dict[str, np.ndarray], n_bins: int
     return {**reliability_bins(conf, correct, n_bins), "split": split, "what": f"{what}, {split}"}
 
 
-def length_series(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "counts": metrics["train_length_counts"],
-        "max_length": metrics.get("max_length"),
-        "padding_share": metrics.get("padding_share"),
-    }
+def length_series(metrics: RunMetrics) -> dict[str, Any]:
+    return {"counts": metrics.train_length_counts, "max_length": metrics.max_length,
+            "padding_share": metrics.padding_share}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ figures

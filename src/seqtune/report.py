@@ -26,6 +26,7 @@ from seqtune import runfolder
 from seqtune.errors import SeqtuneError
 from seqtune.metrics import expected_calibration_error, reliability_bins
 from seqtune.plots import calibration_series, length_series, loss_series, metric_series, prediction_series
+from seqtune.run_metrics import RunMetrics, SeedsMetrics, read_metrics, read_run_metrics
 from seqtune.tasks import TaskSpec
 
 __all__ = [
@@ -40,8 +41,7 @@ __all__ = [
     "flatten",
 ]
 
-REPORT_HTML = "report.html"
-REPORT_DIR = "report"  # PNGs and series.json (the exact numbers plotted)
+REPORT_HTML, REPORT_DIR = runfolder.REPORT_HTML, runfolder.REPORT_DIR
 # Run bookkeeping, not hyperparameters: never listed as a difference between runs.
 COMPARE_IGNORED = frozenset({"output", "overwrite", "resume", "resume_from", "quiet"})
 
@@ -51,13 +51,13 @@ def _load(run_dir: Path, task: TaskSpec | None = None) -> dict[str, Any]:
         raise SeqtuneError(f"{run_dir}: run folder not found; pass the --output folder of a seqtune train run")
     if not (run_dir / runfolder.METRICS_FILE).is_file() and not (run_dir / runfolder.TRAIN_LOG).is_file():
         raise SeqtuneError(f"{run_dir}: no metrics.json or train_log.jsonl; is this a seqtune run folder?")
+    metrics_file = run_dir / runfolder.METRICS_FILE
+    metrics = read_metrics(run_dir) if metrics_file.is_file() else RunMetrics()
     try:
-        metrics_file = run_dir / runfolder.METRICS_FILE
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         log_file = run_dir / runfolder.TRAIN_LOG
         log = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()] if log_file.is_file() else []
     except json.JSONDecodeError as exc:
-        raise SeqtuneError(f"{run_dir}: unreadable metrics.json / train_log.jsonl ({exc})") from exc
+        raise SeqtuneError(f"{run_dir}: unreadable train_log.jsonl ({exc})") from exc
     if task is None and (run_dir / runfolder.TASK_FILE).is_file():
         task = runfolder.load_task(run_dir)
     npz = run_dir / runfolder.EVAL_PREDICTIONS
@@ -78,18 +78,19 @@ def build_series(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _build(run: dict[str, Any]) -> dict[str, Any]:
-    metrics, task, preds = run["metrics"], run["task"], run["preds"]
+    task, preds = run["task"], run["preds"]
+    metrics = run["metrics"] if isinstance(run["metrics"], RunMetrics) else RunMetrics()  # a --seeds folder: none
     series: dict[str, Any] = {"notes": {}}
     notes = series["notes"]
     if run["log"]:
         series["loss"] = loss_series(run["log"])
     else:
         notes["loss"] = "no train_log.jsonl in this run folder"
-    if metrics.get("history"):
+    if metrics.history:
         series["metrics"] = metric_series(metrics)
     else:
         notes["metrics"] = "no evaluation history in metrics.json"
-    if metrics.get("train_length_counts"):
+    if metrics.train_length_counts:
         series["lengths"] = length_series(metrics)
     else:
         notes["lengths"] = "metrics.json has no train_length_counts (run from an older seqtune)"
@@ -154,8 +155,8 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _environment(metrics: dict[str, Any]) -> tuple[list[tuple[Any, ...]], str]:
-    recorded = metrics.get("environment")
+def _environment(metrics: RunMetrics) -> tuple[list[tuple[Any, ...]], str]:
+    recorded = metrics.environment
     if isinstance(recorded, dict) and recorded:
         rows, origin = list(recorded.items()), "recorded by the run"
     else:
@@ -166,14 +167,14 @@ def _environment(metrics: dict[str, Any]) -> tuple[list[tuple[Any, ...]], str]:
             except metadata.PackageNotFoundError:
                 rows.append((pkg, "not installed"))
         origin = "versions installed where this report was written"
-    rows += [("device", metrics.get("device")), ("precision", metrics.get("precision"))]
+    rows += [("device", metrics.device), ("precision", metrics.precision)]
     return rows, origin
 
 
-def _timing(run_dir: Path, metrics: dict[str, Any], series: dict[str, Any]) -> list[tuple[Any, ...]]:
+def _timing(run_dir: Path, metrics: RunMetrics, series: dict[str, Any]) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = [
-        ("training time, excluding evaluation (s)", metrics.get("train_seconds")),
-        ("throughput (real tokens/s)", metrics.get("tokens_per_second")),
+        ("training time, excluding evaluation (s)", metrics.train_seconds),
+        ("throughput (real tokens/s)", metrics.tokens_per_second),
         ("optimizer steps", (series.get("loss") or {}).get("step", [None])[-1]),
         ("evaluations", len((series.get("metrics") or {}).get("step", []))),
     ]
@@ -200,7 +201,8 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
 
     run_dir = Path(run_dir)
     run = _load(run_dir, task)
-    series, metrics = _build(run), run["metrics"]
+    series, recorded = _build(run), run["metrics"]
+    metrics = recorded if isinstance(recorded, RunMetrics) else RunMetrics()  # a seed ensemble's: its own section
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     for stale in ("loss", "metrics", "confusion", "scatter", "label_f1", "lengths", "calibration"):
@@ -222,23 +224,23 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
     (out / "series.json").write_text(json.dumps(series, indent=1))
 
     best = (series.get("metrics") or {}).get("best") or {}
-    task_name = metrics.get("task") or "?"
+    task_name = metrics.task or (run["task"].name if run["task"] else "?")
     parts = [f"<h1>Training report: {_esc(run_dir.name)}</h1>"]
     parts.append(f'<p class="muted">task {_esc(task_name)}, written {_esc(time.strftime("%Y-%m-%d %H:%M:%S"))}</p>')
-    for warning in metrics.get("warnings") or []:
+    for warning in metrics.warnings:
         parts.append(f'<p class="note warning">Warning: {_esc(warning)}.</p>')
     if best:
         rows = [(split, name, value) for split, vals in best["metrics"].items() for name, value in vals.items()]
         parts.append(f"<h2>Best checkpoint: step {_esc(best['step'])} (epoch {_esc(_fmt(best.get('epoch')))})</h2>")
         parts.append(_table(rows, ("split", "metric", "value")))
-        tuned = metrics.get("threshold")
+        tuned = metrics.threshold
         if tuned:
             parts.append(
                 f"<p>Decision threshold {_esc(tuned['value'])}, tuned on {_esc(tuned['split'])}: "
                 f"{_esc(tuned['metric'])} {_esc(_fmt(tuned['score_at_0.5']))} at 0.5, "
                 f"{_esc(_fmt(tuned['score']))} at the threshold. The predictions below use it.</p>"
             )
-    parts += _ensemble_section(metrics)
+    parts += _ensemble_section(recorded) if isinstance(recorded, SeedsMetrics) else []
     for key, (title, caption) in _FIGURES.items():
         parts.append(f'<h2 id="{key}">{_esc(title)}</h2>')
         if key in files:
@@ -260,12 +262,12 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
     return page
 
 
-def _ensemble_section(metrics: dict[str, Any]) -> list[str]:
+def _ensemble_section(metrics: SeedsMetrics) -> list[str]:
     """A seed ensemble (``--seeds N --ensemble``): its scores beside the seeds' mean and std, and its threshold."""
-    ensemble = metrics.get("ensemble")
+    ensemble = metrics.ensemble
     if not ensemble:
         return []
-    summary = metrics.get("summary") or {}
+    summary = metrics.summary
     rows = [
         (split, name, value, *((f"{summary[name]['mean']:.4f} +- {summary[name]['std']:.4f}",) if name in summary
                               and split == next(iter(ensemble["metrics"])) else ("",)))
@@ -316,9 +318,9 @@ def compare_runs(run_dirs: list[str | Path]) -> dict[str, Any]:
         if not (path / runfolder.CONFIG_FILE).is_file() or not (path / runfolder.METRICS_FILE).is_file():
             raise SeqtuneError(f"{path}: not a finished seqtune run (no config.yaml / metrics.json)")
         configs.append(flatten(yaml.safe_load((path / runfolder.CONFIG_FILE).read_text()) or {}))
-        metrics = json.loads((path / runfolder.METRICS_FILE).read_text())
+        metrics = read_run_metrics(path)
         metrics_all.append(metrics)
-        bests.append(metrics.get("best") or {})
+        bests.append(metrics.best or {})
     keys = list(dict.fromkeys(k for c in configs for k in c))
     differ = {}
     for key in keys:
@@ -340,8 +342,8 @@ def compare_runs(run_dirs: list[str | Path]) -> dict[str, Any]:
         "metrics": table,
         "summary": {
             "best step": [b.get("step") for b in bests],
-            "train seconds": [m.get("train_seconds") for m in metrics_all],
-            "tokens/s": [m.get("tokens_per_second") for m in metrics_all],
+            "train seconds": [m.train_seconds for m in metrics_all],
+            "tokens/s": [m.tokens_per_second for m in metrics_all],
         },
     }
 

@@ -14,8 +14,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from seqtune.config import RunConfig, load_config
 from seqtune.errors import SeqtuneError
 from seqtune.tasks import TaskSpec
@@ -27,6 +25,26 @@ METRICS_FILE = "metrics.json"  # every evaluation, the best, speed, environment,
 TRAIN_LOG = "train_log.jsonl"  # loss, lr, tokens/s every log_every steps
 MODEL_CARD = "README.md"
 EVAL_PREDICTIONS = "eval_predictions.npz"  # best checkpoint's dev logits and labels, per split
+WEIGHTS_FILE = "model.safetensors"  # with config.json and the tokenizer's files, written by save_pretrained
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"  # PNGs and series.json (the exact numbers plotted)
+TENSORBOARD_DIR = "tensorboard"  # event files, with --report-to tensorboard
+ENSEMBLE_FILE = "ensemble.json"  # a seed ensemble: {"members": [folder names], "combine": ...}
+ONNX_FILE = "model.onnx"  # an export folder's model
+EXPORT_INFO = "export.json"  # how an export was made and validated; "rejected" when it failed
+SEARCH_FILE = "search.json"  # a search's trials and best parameters (in the search folder and its best run)
+CHECKPOINTS = "checkpoints"  # step-N/ folders (.tmp-step-N/ while one is written) and best/
+BEST_CHECKPOINT = "best"  # the kept (best) evaluation's weights and predictions, inside CHECKPOINTS
+# inside a checkpoint folder (WEIGHTS_FILE too)
+CKPT_STATE = "state.json"  # the loop's progress (seqtune.state.LoopState)
+CKPT_OPTIMIZER = "optimizer.pt"
+CKPT_SCHEDULER = "scheduler.pt"
+CKPT_RNG = "rng.pt"  # rank 0; rng-rank<N>.pt for the other processes of a distributed run (`rank_rng_file`)
+
+
+def rank_rng_file(rank: int) -> str:
+    """The checkpoint file holding process ``rank``'s random number generator states."""
+    return CKPT_RNG if rank == 0 else f"rng-rank{rank}.pt"
 
 
 def default_output(cfg: RunConfig) -> Path:
@@ -134,102 +152,3 @@ def environment() -> dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: dict[str, Any]) -> None:
-    """A README.md that says what the model is, how it was trained and how well it does."""
-    ensemble = metrics.get("ensemble")
-    best = {"metrics": ensemble["metrics"]} if ensemble else metrics.get("best") or {}  # None: no finite score
-    rows = []
-    for split, values in best.get("metrics", {}).items():
-        for name, value in values.items():
-            rows.append(f"| {split} | {name} | {_fmt(value)} |")
-    labels = ", ".join(task.label_names) if task.label_names else "regression score"
-    data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{cfg.data.train_file}`"
-    if ensemble:
-        members = ", ".join(ensemble["members"])
-        kept = f"Ensemble of {len(ensemble['members'])} runs ({members}): the {ensemble['combine']}"
-        kept += "".join(f"; {k} {v:+.4f} over the seeds' mean" for k, v in ensemble["gain_over_seed_mean"].items())
-        metrics = {**metrics, "threshold": ensemble["threshold"]}
-    elif best:
-        kept = f"Best checkpoint: step {best['step']} (epoch {_fmt(best['epoch'])}), chosen by "
-        kept += f"`{task.selection_metric}`"
-    else:
-        kept = f"Kept weights: the last evaluation's (no evaluation produced a usable `{task.selection_metric}`)"
-    warnings = "".join(f"\n> **Warning:** {w}.\n" for w in metrics.get("warnings") or [])
-    tuned = metrics.get("threshold")
-    if tuned:
-        kept += (
-            f"\n- Decision threshold: {tuned['value']:.2f} (tuned on {tuned['split']}: {tuned['metric']} "
-            f"{_fmt(tuned['score_at_0.5'])} at 0.5, {_fmt(tuned['score'])} at the threshold); `seqtune predict`, "
-            "`eval`, `serve` and `export` apply it, a plain `transformers` pipeline does not"
-        )
-    code = _custom_code(run_dir)
-    head = f"\n- Head: {code} (its code is in the folder, so `transformers` loads it with `trust_remote_code=True`)"
-    card = f"""---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [seqtune, text-classification]
----
-# {run_dir.name}
-
-Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtune/) on {data}.
-
-- Task: {task.name} ({task.problem_type}); inputs: {", ".join(task.text_columns)}
-- Labels: {labels}{head if code else ""}
-- {kept}
-- Training time: {_fmt(metrics.get("train_seconds", 0.0))} s on {metrics.get("device", "?")} \
-({metrics.get("precision", "?")})
-
-## Results
-{warnings}
-| split | metric | value |
-|---|---|---|
-{chr(10).join(rows)}
-
-## Use
-
-{_usage(run_dir, code, bool(ensemble))}
-
-## Training configuration
-
-```yaml
-{yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()}
-```
-"""
-    (run_dir / MODEL_CARD).write_text(card)
-
-
-def _custom_code(run_dir: Path) -> str | None:
-    """What the model's own code file in the folder is (``auto_map`` in config.json), or None for a built-in one."""
-    try:
-        auto_map = json.loads((run_dir / "config.json").read_text()).get("auto_map") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not auto_map:
-        return None
-    module = str(next(iter(auto_map.values()))).split(".")[0]
-    return f"mean pooling over the last hidden states (`{module}.py`)" if module == "mean_pooling" else f"`{module}.py`"
-
-
-def _usage(run_dir: Path, code: str | None, ensemble: bool) -> str:
-    """The card's "Use" snippet: seqtune for an ensemble (transformers loads one model), else transformers."""
-    if ensemble:
-        return f"""```python
-from seqtune import predict
-predict("{run_dir}", "...")
-```
-
-or `seqtune predict {run_dir} --text "..."` (also `eval`, `serve`, `export`). A plain `transformers` pipeline loads
-one member, e.g. `{run_dir}/seed-N`."""
-    trust = ", trust_remote_code=True" if code else ""
-    return f"""```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="{run_dir}"{trust})
-```
-
-or `seqtune predict {run_dir} --text "..."`."""

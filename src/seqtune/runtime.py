@@ -26,8 +26,7 @@ from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_t
 from seqtune.progress import hf_progress
 from seqtune.tasks import TaskSpec
 
-ONNX_FILE = "model.onnx"
-EXPORT_INFO = "export.json"  # how an export was made and validated; "rejected" when it failed
+ONNX_FILE, EXPORT_INFO = runfolder.ONNX_FILE, runfolder.EXPORT_INFO
 
 
 def is_onnx_folder(path: Path) -> bool:

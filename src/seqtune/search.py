@@ -181,8 +181,15 @@ def search(
     optuna.storages.fail_stale_trials(study)
     if not study.trials:
         study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True}, skip_if_exists=True)
-    if _slots_taken(study, None) < n_trials:
-        study.optimize(objective, n_trials=n_trials, catch=())
+    while _slots_taken(study, None) < n_trials:
+        try:
+            study.optimize(objective, n_trials=n_trials, catch=())
+            break
+        except ValueError as exc:
+            # SQLite has no row locks: two workers can both claim the enqueued baseline trial. The one that
+            # finishes second cannot record it ("Cannot tell a COMPLETE trial"); its copy is dropped and it goes on.
+            if "Cannot tell a" not in str(exc):
+                raise
     trials = [
         {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
          "intermediate": dict(t.intermediate_values), "baseline": bool(t.user_attrs.get("baseline"))}
@@ -196,12 +203,12 @@ def search(
     result = SearchResult(out, best.params, float(best.value), trials, None)
     record = {"best_params": best.params, "best_value": best.value, "best_trial": best.number,
               "n_trials": len(trials), "train_shard": train_shard, "storage": url, "trials": trials}  # fmt: skip
-    (out / "search.json").write_text(json.dumps(record, indent=1))
+    (out / runfolder.SEARCH_FILE).write_text(json.dumps(record, indent=1))
     if retrain:
         overrides = [f"{k}={json.dumps(v)}" for k, v in best.params.items()]
         final_cfg = cfg.with_overrides([*overrides, f"output={out / 'best'}", "data.train_shard=null"])
         final = train(_continue_or_replace(final_cfg, out / "best"))
-        shutil.copyfile(out / "search.json", final.run_dir / "search.json")
+        shutil.copyfile(out / runfolder.SEARCH_FILE, final.run_dir / runfolder.SEARCH_FILE)
         result.best_run, result.retrain_completed = final.run_dir, final.completed
     return result
 

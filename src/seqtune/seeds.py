@@ -18,8 +18,9 @@ import numpy as np
 
 from seqtune import runfolder
 from seqtune.config import RunConfig
-from seqtune.ensemble import COMBINE, ENSEMBLE_FILE, ensemble_predictions
+from seqtune.ensemble import COMBINE, ensemble_predictions
 from seqtune.metrics import compute_metrics, tune_threshold
+from seqtune.run_metrics import SeedsMetrics
 from seqtune.tasks import TaskSpec
 
 
@@ -66,14 +67,14 @@ def train_seeds(cfg: RunConfig, n_seeds: int, ensemble: bool = False) -> tuple[P
             per_seed.append(result.best["metrics"][split])
         runs.append(result.run_dir)
     summary = seed_summary(per_seed)
-    record: dict[str, Any] = {"seeds": n_seeds, "runs": [str(r) for r in runs], "summary": summary}
+    record = SeedsMetrics(seeds=n_seeds, runs=[str(r) for r in runs], summary=summary)
     if not ensemble:
-        runfolder.write_metrics(out, record)
+        record.write(out)
         return out, summary
     task = _write_ensemble_files(out, runs)
     cfg.with_overrides({"data.split_seed": split_seed}).save(out / runfolder.CONFIG_FILE)
-    task, record["ensemble"] = _score_ensemble(out, runs, task, summary)
-    runfolder.write_metrics(out, record)
+    task, record.ensemble = _score_ensemble(out, runs, task, summary)
+    record.write(out)
     _finish_ensemble(out, task, record)
     return out, summary
 
@@ -82,7 +83,9 @@ def _write_ensemble_files(out: Path, runs: list[Path]) -> TaskSpec:
     """Everything but the scores: the member list, and the first member's tokenizer and config.json."""
     (out / runfolder.TASK_FILE).unlink(missing_ok=True)  # a rebuilt ensemble is unfinished until task.json is back
     first = runs[0]
-    (out / ENSEMBLE_FILE).write_text(json.dumps({"members": [r.name for r in runs], "combine": COMBINE}, indent=1))
+    (out / runfolder.ENSEMBLE_FILE).write_text(
+        json.dumps({"members": [r.name for r in runs], "combine": COMBINE}, indent=1)
+    )
     for path in first.iterdir():
         if path.is_file() and (path.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "spm"))
                                or path.name in ("config.json", "sentencepiece.bpe.model")):  # fmt: skip
@@ -116,10 +119,11 @@ def _score_ensemble(
                   "threshold": threshold}  # fmt: skip
 
 
-def _finish_ensemble(out: Path, task: TaskSpec, record: dict[str, Any]) -> None:
+def _finish_ensemble(out: Path, task: TaskSpec, record: SeedsMetrics) -> None:
+    from seqtune.model_card import write_model_card
     from seqtune.report import write_report
 
     cfg = runfolder.load_run_config(out)
-    runfolder.write_model_card(out, cfg, task, record)
+    write_model_card(out, cfg, task, record)
     write_report(out, task)
     runfolder.save_task(out, task)  # last: its presence marks a finished run

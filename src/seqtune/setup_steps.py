@@ -158,7 +158,7 @@ def setup_run_dir(cfg: RunConfig, world: World) -> tuple[RunConfig, Path, Path |
         cfg.output = str(world.gather(str(runfolder.default_output(cfg)))[0])
     if cfg.resume_from is not None:
         resume_from: Path | None = Path(cfg.resume_from)
-        if not (resume_from / "state.json").is_file():
+        if not (resume_from / runfolder.CKPT_STATE).is_file():
             raise SeqtuneError(
                 f"{resume_from}: not a seqtune checkpoint (no state.json); pass a checkpoints/step-N folder"
             )

@@ -28,7 +28,7 @@ class Tracker:
                 raise SeqtuneError(
                     "--report-to tensorboard needs the tensorboard package: pip install 'seqtune[tensorboard]'"
                 ) from None
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(run_dir / runfolder.TENSORBOARD_DIR))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from seqtune import checkpoint as ckpt
+from seqtune import runfolder
 from seqtune.batching import length_grouped_order, random_order, take_rows
-from seqtune.checkpoint import StopSignals
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
 from seqtune.inference import autocast, evaluate
@@ -26,6 +26,7 @@ from seqtune.outcome import TrainResult, finish, finished_result, result
 from seqtune.progress import Reporter
 from seqtune.setup_steps import AlreadyFinished, RunContext, setup, setup_data, setup_optimizer
 from seqtune.state import LoopState
+from seqtune.stopping import StopSignals, check_loss
 
 __all__ = ["train", "train_step", "setup_data", "setup_optimizer"]
 
@@ -128,7 +129,7 @@ def optimizer_step(
     # main process's checkpoint clock
     step_loss, tokens, padded, stop, due = ctx.world.sum([*local, 1.0 if signals.received else 0.0, float(clock)])
     step_loss /= ctx.world.size
-    ckpt.check_loss(step_loss, state.step + 1, ctx.run_dir)  # NaN/inf: stop before it reaches the weights
+    check_loss(step_loss, state.step + 1, ctx.run_dir)  # NaN/inf: stop before it reaches the weights
     ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)
@@ -254,7 +255,7 @@ def save_best(ctx: RunContext, unwrapped: torch.nn.Module, logits: dict[str, np.
     """The best model and its dev predictions, for reports without a re-run."""
     arrays = {f"{split}/logits": v for split, v in logits.items()}
     arrays |= {f"{split}/labels": np.asarray(ctx.encoded[split]["labels"]) for split in logits}
-    ckpt.save_best(ctx.run_dir / ckpt.CHECKPOINTS / "best", unwrapped, arrays, ctx.run_dir)
+    ckpt.save_best(ctx.run_dir / runfolder.CHECKPOINTS / runfolder.BEST_CHECKPOINT, unwrapped, arrays, ctx.run_dir)
 
 
 def log_step(ctx: RunContext, state: LoopState, session: Session, bar: Any) -> None:

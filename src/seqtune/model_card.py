@@ -1,0 +1,113 @@
+"""The run folder's ``README.md``: a model card that says what the model is, how it was trained, how well it does
+and how to use it (written by `seqtune.outcome` for a run, `seqtune.seeds` for a seed ensemble)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqtune.config import RunConfig
+from seqtune.run_metrics import RunMetrics, SeedsMetrics
+from seqtune.runfolder import MODEL_CARD
+from seqtune.tasks import TaskSpec
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: RunMetrics | SeedsMetrics) -> None:
+    """A README.md that says what the model is, how it was trained and how well it does."""
+    labels = ", ".join(task.label_names) if task.label_names else "regression score"
+    data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{cfg.data.train_file}`"
+    if isinstance(metrics, SeedsMetrics):
+        ensemble = metrics.ensemble or {}
+        scores, tuned, warnings_list, training = ensemble.get("metrics", {}), ensemble.get("threshold"), [], ""
+        members = ", ".join(ensemble.get("members", []))
+        kept = f"Ensemble of {len(ensemble.get('members', []))} runs ({members}): the {ensemble.get('combine')}"
+        kept += "".join(f"; {k} {v:+.4f} over the seeds' mean" for k, v in ensemble["gain_over_seed_mean"].items())
+    else:
+        best = metrics.best or {}  # empty when no evaluation produced a finite score
+        scores, tuned, warnings_list = best.get("metrics", {}), metrics.threshold, metrics.warnings
+        training = f"\n- Training time: {_fmt(metrics.train_seconds)} s on {metrics.device} ({metrics.precision})"
+        if best:
+            kept = f"Best checkpoint: step {best['step']} (epoch {_fmt(best['epoch'])}), chosen by "
+            kept += f"`{task.selection_metric}`"
+        else:
+            kept = f"Kept weights: the last evaluation's (no evaluation produced a usable `{task.selection_metric}`)"
+    rows = [
+        f"| {split} | {name} | {_fmt(value)} |" for split, values in scores.items() for name, value in values.items()
+    ]
+    warnings = "".join(f"\n> **Warning:** {w}.\n" for w in warnings_list)
+    if tuned:
+        kept += (
+            f"\n- Decision threshold: {tuned['value']:.2f} (tuned on {tuned['split']}: {tuned['metric']} "
+            f"{_fmt(tuned['score_at_0.5'])} at 0.5, {_fmt(tuned['score'])} at the threshold); `seqtune predict`, "
+            "`eval`, `serve` and `export` apply it, a plain `transformers` pipeline does not"
+        )
+    code = _custom_code(run_dir)
+    head = f"\n- Head: {code} (its code is in the folder, so `transformers` loads it with `trust_remote_code=True`)"
+    card = f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [seqtune, text-classification]
+---
+# {run_dir.name}
+
+Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtune/) on {data}.
+
+- Task: {task.name} ({task.problem_type}); inputs: {", ".join(task.text_columns)}
+- Labels: {labels}{head if code else ""}
+- {kept}{training}
+
+## Results
+{warnings}
+| split | metric | value |
+|---|---|---|
+{chr(10).join(rows)}
+
+## Use
+
+{_usage(run_dir, code, isinstance(metrics, SeedsMetrics))}
+
+## Training configuration
+
+```yaml
+{yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()}
+```
+"""
+    (run_dir / MODEL_CARD).write_text(card)
+
+
+def _custom_code(run_dir: Path) -> str | None:
+    """What the model's own code file in the folder is (``auto_map`` in config.json), or None for a built-in one."""
+    try:
+        auto_map = json.loads((run_dir / "config.json").read_text()).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not auto_map:
+        return None
+    module = str(next(iter(auto_map.values()))).split(".")[0]
+    return f"mean pooling over the last hidden states (`{module}.py`)" if module == "mean_pooling" else f"`{module}.py`"
+
+
+def _usage(run_dir: Path, code: str | None, ensemble: bool) -> str:
+    """The card's "Use" snippet: seqtune for an ensemble (transformers loads one model), else transformers."""
+    if ensemble:
+        return f"""```python
+from seqtune import predict
+predict("{run_dir}", "...")
+```
+
+or `seqtune predict {run_dir} --text "..."` (also `eval`, `serve`, `export`). A plain `transformers` pipeline loads
+one member, e.g. `{run_dir}/seed-N`."""
+    trust = ", trust_remote_code=True" if code else ""
+    return f"""```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="{run_dir}"{trust})
+```
+
+or `seqtune predict {run_dir} --text "..."`."""
