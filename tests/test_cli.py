@@ -323,3 +323,23 @@ def test_predict_errors_on_a_real_run(capsys, tiny_run, tmp_path):
     code, _, err = run_cli(capsys, "predict", run_dir, "--input", bad, "--output", preds)
     assert_clean_error(code, err, f"{bad}: missing column 'text'; found columns ['body']")
     assert not preds.exists()
+
+
+def test_every_flag_comes_from_a_config_field_and_sets_it():
+    """The flags of train and search are generated from the config: each sets its own key, with the value given."""
+    from seqtune.cli import FLAGS, build_parser, train_overrides
+    from seqtune.config import RunConfig
+
+    defaults = RunConfig().to_dict()
+    samples = {int: "7", float: "0.25", str: "auto"}
+    for f in FLAGS:
+        group, _, name = f.key.rpartition(".")
+        assert name in (defaults[group] if group else defaults), f.key  # a real config key
+        assert f.help, f.flag
+        argv = ["train", f.flag] if f.type is None else ["train", f.flag, samples[f.type]]
+        _, overrides = train_overrides(build_parser().parse_args(argv))
+        expected = json.dumps(f.value) if f.type is None else samples[f.type]
+        assert overrides == [f"{f.key}={json.dumps(expected) if f.type is str else expected}"], f.flag
+    assert {"--lr", "--pooling", "--multi-label", "--no-group-by-length", "--resume"} <= {f.flag for f in FLAGS}
+    switch = next(f for f in FLAGS if f.flag == "--no-group-by-length")
+    assert (switch.key, switch.value) == ("train.group_by_length", False)

@@ -10,54 +10,12 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from seqtune.config import cli_flags
 from seqtune.errors import SeqtuneError
 
-# Flag -> config key. Values given as flags become ``key=value`` overrides applied after --config.
-TRAIN_FLAGS: dict[str, tuple[str, type | None, str]] = {
-    "--model": ("model.name", str, "model alias (minilm), local folder or hub id"),
-    "--max-length": ("model.max_length", int, "truncate inputs to this many tokens"),
-    "--data-dir": ("data.data_dir", str, "local GLUE folder (<dir>/MRPC/train.tsv ...)"),
-    "--train-file": ("data.train_file", str, "own data: training file (csv, tsv, jsonl, parquet)"),
-    "--validation-file": ("data.validation_file", str, "own data: validation file"),
-    "--test-file": ("data.test_file", str, "own data: test file"),
-    "--text-column": ("data.text_column", str, "own data: text column"),
-    "--text-pair-column": ("data.text_pair_column", str, "own data: second text column for pairs"),
-    "--label-column": ("data.label_column", str, "own data: label column"),
-    "--problem-type": ("data.problem_type", str, "auto, single_label, multi_label or regression"),
-    "--label-delimiter": ("data.label_delimiter", str, "multi-label: separator inside a label string"),
-    "--max-train-samples": ("data.max_train_samples", int, "use only the first N training rows"),
-    "--max-eval-samples": ("data.max_eval_samples", int, "use only the first N evaluation rows"),
-    "--epochs": ("train.epochs", float, "passes over the training data (default: 3, more on small data)"),
-    "--batch-size": ("train.batch_size", int, "examples per optimizer step per device"),
-    "--lr": ("train.lr", float, "peak learning rate"),
-    "--grad-accum": ("train.grad_accum", int, "micro-batches per optimizer step"),
-    "--precision": ("train.precision", str, "auto, bf16 or fp32"),
-    "--dropout": ("model.dropout", float, "every dropout probability of the model (0 = off; default: the model's)"),
-    "--pooling": ("model.pooling", str, "head input: cls, mean, or auto (the checkpoint's own; mean for MiniLM)"),
-    "--eval-every": ("train.eval_every", int, "evaluate every N steps (0 = every epoch)"),
-    "--early-stopping": ("train.early_stopping_patience", int, "patience in evaluations"),
-    "--max-steps": ("train.max_steps", int, "stop after N optimizer steps"),
-    "--save-every-minutes": ("train.save_every_minutes", float, "also checkpoint every N minutes (default 5)"),
-    "--save-every-steps": ("train.save_every_steps", int, "also checkpoint every N optimizer steps"),
-    "--report-to": ("train.report_to", str, "also log to tensorboard (<run>/tensorboard)"),
-    "--output": ("output", str, "run folder (default runs/<task>-<time>)"),
-    "--seed": ("seed", int, "random seed"),
-    "--resume-from": ("resume_from", str, "checkpoint folder to continue from"),
-}
-SWITCHES = {
-    "--multi-label": ("data.problem_type", "multi_label", "own data: several labels per row"),
-    "--regression": ("data.problem_type", "regression", "own data: numeric targets"),
-    "--from-scratch": ("model.from_scratch", True, "random weights from the model's config"),
-    "--allow-pickle": ("model.allow_pickle", True, "also load pytorch_model.bin weights (weights_only=True)"),
-    "--class-weights": ("train.class_weights", True, "weight the loss by inverse class frequency"),
-    "--tune-threshold": ("train.tune_threshold", True, "binary/multi-label: decision threshold tuned on validation"),
-    "--freeze-embeddings": ("train.freeze_embeddings", True, "no updates to the word-embedding matrix"),
-    "--no-group-by-length": ("train.group_by_length", False, "plain shuffled batches"),
-    "--fixed-length": ("train.fixed_length", True, "pad every batch to max_length"),
-    "--overwrite": ("overwrite", True, "replace a non-empty run folder"),
-    "--resume": ("resume", True, "continue the run in --output from its latest checkpoint"),
-    "--quiet": ("quiet", True, "no progress bars, only the summary line"),
-}
+# Flags of train and search, generated from the config fields (seqtune.config.cli_flags): each sets its dotted key,
+# as a ``key=value`` override applied after --config.
+FLAGS = cli_flags()
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -69,10 +27,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="a GLUE task name (mrpc, sst2, ...) and/or config overrides like train.batch_size=32",
     )
     p.add_argument("--config", help="YAML config file")
-    for flag, (_, typ, text) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=typ, help=text)
-    for flag, (_, _, text) in SWITCHES.items():
-        p.add_argument(flag, action="store_true", help=text)
+    for f in FLAGS:
+        text = f.help.replace("%", "%%")
+        if f.type is None:
+            p.add_argument(f.flag, action="store_true", help=text if f.value is not False else f"do not: {text}")
+        else:
+            p.add_argument(f.flag, type=f.type, help=text)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -189,14 +149,13 @@ def train_overrides(ns: argparse.Namespace) -> tuple[str | None, list[str]]:
             raise SeqtuneError(f"unexpected argument '{item}': give one task name, then key=value overrides")
     if task is not None:
         overrides.insert(0, f"task={task}")
-    for flag, (key, _, _) in TRAIN_FLAGS.items():
-        value = getattr(ns, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
+    for f in FLAGS:
+        value = getattr(ns, f.flag.lstrip("-").replace("-", "_"))
+        if f.type is None and value:
+            overrides.append(f"{f.key}={json.dumps(f.value)}")
+        elif f.type is not None and value is not None:
             # ensure_ascii=False: YAML reads JSON's \ud83d\ude00 escapes as two lone surrogates, not one emoji.
-            overrides.append(f"{key}={json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value}")
-    for flag, (key, value, _) in SWITCHES.items():
-        if getattr(ns, flag.lstrip("-").replace("-", "_")):
-            overrides.append(f"{key}={json.dumps(value)}")
+            overrides.append(f"{f.key}={json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value}")
     return task, overrides
 
 

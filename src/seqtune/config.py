@@ -8,25 +8,41 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import yaml
 
-from seqtune.config_values import apply_values, choice_problems, flat, nest, parse_overrides, read_yaml
+from seqtune.config_values import (
+    apply_values,
+    attribute_docs,
+    choice_problems,
+    first_sentence,
+    flat,
+    nest,
+    parse_overrides,
+    read_yaml,
+    scalar_type,
+)
 from seqtune.errors import ConfigError, SeqtuneError
+
+
+def _flag(name: str, default: Any, shortcuts: dict[str, Any] | None = None) -> Any:
+    """A field with a command-line flag (``seqtune train --lr 3e-5``; a bool field's flag is a switch that sets the
+    opposite of its default). ``shortcuts``: switches that set the field to a value (``--multi-label``)."""
+    return field(default=default, metadata={"flag": name, "shortcuts": shortcuts or {}})
 
 
 @dataclass
 class ModelConfig:
-    name: str = "minilm"
+    name: str = _flag("--model", "minilm")
     """Model alias (``minilm`` = the packaged all-MiniLM-L6-v2), a local folder, or a hub id."""
-    from_scratch: bool = False
+    from_scratch: bool = _flag("--from-scratch", False)
     """Build the architecture from its config with random weights instead of loading pretrained ones."""
-    max_length: int | None = None
+    max_length: int | None = _flag("--max-length", None)
     """Truncate inputs to this many tokens; ``None`` = the model's own limit."""
-    dropout: float | None = None
+    dropout: float | None = _flag("--dropout", None)
     """Set every dropout probability of the model (hidden, attention, head) to this; ``0`` turns dropout off, which
     skips drawing random masks every step. ``None`` keeps the model's own (0.1 for BERT-style models)."""
     prior_init: bool | None = None
@@ -34,13 +50,13 @@ class ModelConfig:
     per-label log-odds for multi-label; the mean target for regression), so training does not spend its first
     steps learning it. ``None`` (auto): on for multi-label tasks, where it was measured; off: the bias starts at 0
     as in transformers."""
-    pooling: Literal["auto", "cls", "mean"] = "auto"
+    pooling: Literal["auto", "cls", "mean"] = _flag("--pooling", "auto")
     """How the head reads the encoder: ``cls`` (the architecture's own head; BERT: its pooler over [CLS]) or ``mean``
     (masked mean of the last hidden states). ``auto``: the checkpoint's own pooling (``mean`` for sentence-transformers
     models trained with it, such as the packaged MiniLM; else ``cls``)."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
-    allow_pickle: bool = False
+    allow_pickle: bool = _flag("--allow-pickle", False)
     """Also load ``pytorch_model.bin`` weights (pickle) when a model has no ``model.safetensors``. Off by default:
     unpickling can run code. When on, the file is still read with ``torch.load(weights_only=True)``."""
 
@@ -53,24 +69,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    data_dir: str | None = None
+    data_dir: str | None = _flag("--data-dir", None)
     """Local GLUE folder (``<dir>/<TASK>/{train,dev,test}.tsv``); also read from env ``SEQTUNE_GLUE_DIR``."""
-    train_file: str | None = None
+    train_file: str | None = _flag("--train-file", None)
     """Own data: training file (.csv, .tsv, .jsonl/.json, .parquet)."""
-    validation_file: str | None = None
+    validation_file: str | None = _flag("--validation-file", None)
     """Own data: validation file; when absent, ``validation_fraction`` of the training file is held out."""
-    test_file: str | None = None
+    test_file: str | None = _flag("--test-file", None)
     """Own data: file to predict on (labels optional)."""
-    text_column: str = "text"
+    text_column: str = _flag("--text-column", "text")
     """Own data: column holding the (first) text."""
-    text_pair_column: str | None = None
+    text_pair_column: str | None = _flag("--text-pair-column", None)
     """Own data: column holding the second text of a sentence pair."""
-    label_column: str = "label"
+    label_column: str = _flag("--label-column", "label")
     """Own data: column holding the label (a name, a number, or for multi-label a list / delimited string)."""
-    problem_type: Literal["auto", "single_label", "multi_label", "regression"] = "auto"
+    problem_type: Literal["auto", "single_label", "multi_label", "regression"] = _flag(
+        "--problem-type", "auto", {"--multi-label": "multi_label", "--regression": "regression"}
+    )
     """``auto``, ``single_label``, ``multi_label`` or ``regression``. ``auto``: lists -> multi-label,
     non-integer numbers -> regression, anything else -> single-label."""
-    label_delimiter: str = ","
+    label_delimiter: str = _flag("--label-delimiter", ",")
     """Multi-label: separator when labels come as one string (``"billing,urgent"``)."""
     validation_fraction: float = 0.1
     """Own data without a validation file: share of the training rows held out (seeded, stratified when possible)."""
@@ -80,11 +98,11 @@ class DataConfig:
     split_seed: int | None = None
     """Seed of those held-out splits; ``None``: the run's ``seed``. ``--seeds N`` fixes it to the first seed, so every
     seed (and an ensemble of them) is scored on the same rows and trained on the others."""
-    max_train_samples: int | None = None
+    max_train_samples: int | None = _flag("--max-train-samples", None)
     """Use only the first N training rows (quick experiments, tests)."""
     train_shard: float | None = None
     """Train on this share of the training rows (every k-th row, the course's ``shard`` idea): cheap search trials."""
-    max_eval_samples: int | None = None
+    max_eval_samples: int | None = _flag("--max-eval-samples", None)
     """Use only the first N rows of each evaluation split."""
     cache_dir: str | None = None
     """Where tokenized datasets are cached; default ``~/.cache/seqtune`` (env ``SEQTUNE_CACHE``)."""
@@ -101,60 +119,60 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float | None = None
+    epochs: float | None = _flag("--epochs", None)
     """Passes over the training data. ``None`` (auto): 3, or more on small data sets so that training runs at least
     ``min_steps`` optimizer steps (at most ``max_auto_epochs``); a number given here is used as it is."""
     min_steps: int = 600
     """Auto epochs: the fewest optimizer steps a run takes (small data sets need more passes to learn)."""
     max_auto_epochs: float = 20.0
     """Auto epochs: the most passes ``min_steps`` may ask for."""
-    batch_size: int = 16
+    batch_size: int = _flag("--batch-size", 16)
     """Examples per optimizer step per device (before gradient accumulation)."""
     eval_batch_size: int = 128
     """Examples per evaluation batch."""
-    lr: float | None = None
+    lr: float | None = _flag("--lr", None)
     """Peak learning rate of AdamW (reached after warmup, then linear decay to 0). ``None`` (auto): 8e-5, or 2e-4
     for multi-label tasks (`seqtune.recipe`)."""
     weight_decay: float = 0.01
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     warmup_ratio: float = 0.1
     """Share of optimizer steps spent warming the learning rate up from 0."""
-    grad_accum: int = 1
+    grad_accum: int = _flag("--grad-accum", 1)
     """Micro-batches accumulated per optimizer step."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this; ``None`` turns clipping off."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = _flag("--precision", "auto")
     """``auto`` (bf16 autocast where the CPU/GPU supports it, else fp32), ``bf16`` or ``fp32``."""
-    eval_every: int = 0
+    eval_every: int = _flag("--eval-every", 0)
     """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = _flag("--early-stopping", None)
     """Stop after this many evaluations without improvement of the task's selection metric."""
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = _flag("--freeze-embeddings", False)
     """Keep the word-embedding matrix fixed: no gradient or optimizer update for its vocab x hidden weights."""
-    class_weights: bool = False
+    class_weights: bool = _flag("--class-weights", False)
     """Weight the loss by inverse class frequency (single-label classification)."""
-    tune_threshold: bool | None = None
+    tune_threshold: bool | None = _flag("--tune-threshold", None)
     """Binary and multi-label tasks: at every evaluation, pick the decision threshold (0.05-0.95) that maximises the
     selection metric on the validation split and score (and select checkpoints) at it; the best evaluation's
     threshold is stored in the run folder and every consumer applies it. ``None`` (auto): on for multi-label."""
-    group_by_length: bool = True
+    group_by_length: bool = _flag("--no-group-by-length", True)
     """Batch examples of similar length together (shuffled groups), so little compute goes to padding."""
     pad_to_multiple_of: int | None = None
     """Round each batch's padded length up to a multiple of this (8 suits tensor cores)."""
-    fixed_length: bool = False
+    fixed_length: bool = _flag("--fixed-length", False)
     """Pad every batch to ``max_length`` (static shapes for accelerators that want them)."""
     keep_checkpoints: int = 1
     """How many recent checkpoints (for resume) to keep besides the best model."""
-    save_every_minutes: float | None = 5.0
+    save_every_minutes: float | None = _flag("--save-every-minutes", 5.0)
     """Also save a resumable checkpoint when this many minutes of training passed since the last one (besides the
     one after every evaluation), so a kill loses at most this much work; ``None`` = only at evaluations."""
-    save_every_steps: int | None = None
+    save_every_steps: int | None = _flag("--save-every-steps", None)
     """Also save a resumable checkpoint every N optimizer steps (the Trainer's ``save_steps``)."""
-    max_steps: int | None = None
+    max_steps: int | None = _flag("--max-steps", None)
     """Stop after this many optimizer steps (overrides ``epochs`` for the schedule)."""
     log_every: int = 10
     """Write a line to ``train_log.jsonl`` every N optimizer steps."""
-    report_to: str | None = None
+    report_to: str | None = _flag("--report-to", None)
     """Also log to ``tensorboard`` (event files in ``<run>/tensorboard``); ``train_log.jsonl`` is always written."""
     num_threads: int | None = None
     """Torch intra-op threads on CPU; ``None`` = torch's default (all cores)."""
@@ -185,17 +203,17 @@ class TrainConfig:
 class RunConfig:
     task: str | None = None
     """A GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli); ``None`` for own data."""
-    output: str | None = None
+    output: str | None = _flag("--output", None)
     """Run folder; default ``runs/<task>-<timestamp>``."""
-    overwrite: bool = False
+    overwrite: bool = _flag("--overwrite", False)
     """Allow writing into a non-empty run folder."""
-    seed: int = 42
+    seed: int = _flag("--seed", 42)
     """Seed for weights of new heads, data order and dropout."""
-    quiet: bool = False
+    quiet: bool = _flag("--quiet", False)
     """No progress bars; only the final summary line."""
-    resume: bool = False
+    resume: bool = _flag("--resume", False)
     """Continue the run in ``output`` from its latest checkpoint."""
-    resume_from: str | None = None
+    resume_from: str | None = _flag("--resume-from", None)
     """Continue from this checkpoint folder."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -301,3 +319,37 @@ def _at_least_one(values: dict[str, Any], null_ok: bool) -> list[str]:
     return [
         f"{key}: expected an integer >= 1{tail}, found {v}" for key, v in values.items() if isinstance(v, int) and v < 1
     ]
+
+
+@dataclass(frozen=True)
+class CliFlag:
+    """A command-line flag of ``seqtune train`` / ``search``, generated from a config field."""
+
+    flag: str
+    key: str  # the dotted config key it sets
+    type: type | None  # the value's type; None: a switch that sets ``value``
+    help: str  # the first sentence of the field's docstring
+    value: Any = None
+
+
+def cli_flags() -> list[CliFlag]:
+    """Every config field with a flag, in config order: its flag, switches and help from the field's docstring."""
+    out: list[CliFlag] = []
+    groups: list[tuple[str, type]] = [("", RunConfig)]
+    groups += [
+        (f"{f.name}.", f.default_factory) for f in dataclasses.fields(RunConfig) if f.default_factory is not MISSING
+    ]  # type: ignore[misc]
+    for prefix, cls in groups:
+        docs, hints = attribute_docs(cls), get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "flag" not in f.metadata:
+                continue
+            key, text = f"{prefix}{f.name}", first_sentence(docs.get(f.name, ""))
+            kind = scalar_type(hints[f.name])
+            if kind is bool:
+                out.append(CliFlag(f.metadata["flag"], key, None, text, not f.default))
+            else:
+                out.append(CliFlag(f.metadata["flag"], key, kind, text))
+            for switch, value in f.metadata["shortcuts"].items():
+                out.append(CliFlag(switch, key, None, f"{key}={value}", value))
+    return out

@@ -6,9 +6,12 @@ Works on any nested dataclass; `seqtune.config` holds the schema itself.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -136,3 +139,38 @@ def read_yaml(path: Path, missing: str) -> Any:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""
         raise SeqtuneError(f"{path}{where}: not valid YAML; fix the syntax ({getattr(exc, 'problem', exc)})") from None
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring: the string right after the field in the class body (whitespace collapsed)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr):
+            if isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence without reST markup, for a ``--help`` line.
+
+    Example:
+        >>> first_sentence("Peak learning rate of ``AdamW``. ``None`` (auto): 8e-5.")
+        'Peak learning rate of AdamW'
+    """
+    text = doc.replace("``", "").replace("`", "")
+    return re.split(r"\.(?:\s|$)", text, maxsplit=1)[0].strip()
+
+
+def scalar_type(annotation: Any) -> type:
+    """``int | None`` -> int, ``Literal["a", "b"]`` -> str, ``bool`` -> bool: the type a flag's value parses as."""
+    text = str(annotation)
+    if annotation is bool or text.startswith("bool"):
+        return bool
+    if _choices(annotation):
+        return str
+    for kind in (float, int, str):
+        if kind.__name__ in text:
+            return kind
+    return str
