@@ -125,9 +125,26 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
+# Architectures whose position ids start after the padding index (RoBERTa's scheme): with 514 position embeddings and
+# pad id 1 they take 512 tokens, and a longer input indexes past the table.
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod",
+                              "roberta-prelayernorm", "ibert", "luke", "markuplm", "esm"})  # fmt: skip
+
+
+def position_limit(config: object) -> int:
+    """The most tokens the model's position embeddings cover (RoBERTa-type: minus the padding offset)."""
+    limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+    if (
+        getattr(config, "model_type", None) in OFFSET_POSITIONS
+        or getattr(config, "encoder_model_type", None) in OFFSET_POSITIONS
+    ):
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return limit
+
+
 def model_max_length(tokenizer: PreTrainedTokenizerBase, config: object) -> int:
     """The longest input the model takes: the tokenizer's limit, capped by the position embeddings."""
-    limit = getattr(config, "max_position_embeddings", 512) or 512
+    limit = position_limit(config)
     tok = tokenizer.model_max_length
     return int(min(tok, limit) if tok and tok < 1_000_000 else limit)
 
@@ -143,14 +160,23 @@ DROPOUT_KEYS = (
     "activation_dropout",
     "hidden_dropout",
     "pooler_dropout",
+    "classifier_dropout_prob",  # ALBERT's head
+    "embedding_dropout",  # ModernBERT
+    "mlp_dropout",  # ModernBERT
+    "summary_last_dropout",  # XLNet / XLM heads
+    "emb_dropout",
+    "dropout_rate",  # T5-style encoders
 )
 
 
 def set_dropout(config: object, p: float) -> list[str]:
-    """Set every dropout probability ``config`` has to ``p``; returns the keys set (none: the model has none)."""
+    """Set every dropout probability ``config`` has to ``p`` (the known keys, and any other numeric ``*dropout*``
+    setting); returns the keys set (none: the model has none)."""
     if not 0.0 <= p < 1.0:
         raise SeqtuneError(f"model.dropout={p}: expected a probability in [0, 1), e.g. model.dropout=0")
-    found = [k for k in DROPOUT_KEYS if hasattr(config, k)]
+    values = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+    numeric = [k for k, v in values.items() if "dropout" in k and isinstance(v, float | int) and not isinstance(v, bool)]
+    found = list(dict.fromkeys([*(k for k in DROPOUT_KEYS if hasattr(config, k)), *numeric]))
     for key in found:
         setattr(config, key, p)
     return found

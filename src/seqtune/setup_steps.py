@@ -111,6 +111,9 @@ def setup_encoded(
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     limit = model_max_length(tokenizer, AutoConfig.from_pretrained(model_path))
     max_length = min(cfg.model.max_length or limit, limit)
+    if cfg.model.max_length and cfg.model.max_length > limit:
+        reporter.warn(f"model.max_length={cfg.model.max_length} is more than {cfg.model.name} takes ({limit} tokens: "
+                      f"its position embeddings); inputs are cut at {limit}")  # fmt: skip
     encoded = tokenize(raw, task, tokenizer, max_length, cfg.data.cache_dir, show_progress=not reporter.quiet)
     reporter.info(f"train: {length_profile(encoded['train']['length'], max_length)}")
     return tokenizer, encoded, max_length
