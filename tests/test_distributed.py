@@ -29,7 +29,7 @@ def _common(model: Path, data: Path, out: Path) -> list[str]:
 
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "1000"}  # no wrapped lines
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -138,3 +138,61 @@ def test_a_failed_write_on_the_main_process_stops_the_others_at_once(runs, tiny_
     assert "no space left on device" in output  # the main process's own error
     # the other process learnt of it in the same all-reduce and stopped itself, instead of waiting in a collective
     assert "process 1: stopping because the main process failed writing the run folder" in output
+
+
+def _workers(agent_pid: int) -> dict[int, int]:
+    """rank -> pid of the training processes a torchrun agent started."""
+    found = {}
+    for child in Path("/proc").iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            ppid = int((child / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = dict(x.split("=", 1) for x in (child / "environ").read_bytes().decode().split("\0") if "=" in x)
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == agent_pid and "RANK" in env:
+            found[int(env["RANK"])] = int(child.name)
+    return found
+
+
+def test_a_killed_process_stops_the_others_and_the_rerun_continues(runs, tiny_model_dir):
+    """SIGKILL one of two torchrun processes mid-run: the other stops too (no hang), and the same command with
+    --resume continues from the newest checkpoint to the uninterrupted run's weights."""
+    import signal
+    import time
+
+    root = runs["root"]
+    data = root / "kill-data"
+    data.mkdir()
+    write_csv(data / "train.csv", make_rows(240, seed=7))
+    write_csv(data / "dev.csv", make_rows(N_DEV, seed=6))
+    args = ["-m", "seqtune", "train", *_common(tiny_model_dir, data, root / "killed"), "--batch-size", "4",
+            "--save-every-steps", "3"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    agent = subprocess.Popen([*cmd, *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoints = root / "killed" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "step-9").is_dir():  # 60 steps in all; a checkpoint every 3
+        assert agent.poll() is None and time.monotonic() < deadline, agent.stdout.read().decode()[-3000:]
+        time.sleep(0.005)
+    workers = _workers(agent.pid)
+    assert sorted(workers) == [0, 1], workers
+    os.kill(workers[1], signal.SIGKILL)
+    output = agent.communicate(timeout=180)[0].decode()
+    assert agent.returncode != 0, output[-3000:]
+    for pid in workers.values():  # the surviving process was stopped as well
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert not (root / "killed" / "task.json").exists()
+
+    newest = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
+    rerun = _torchrun(*(a for a in args if a != "--quiet"), "--resume", cwd=root)  # not quiet: it says where from
+    assert f"resumed from {checkpoints / f'step-{newest}'} at step {newest}" in rerun.stdout + rerun.stderr
+    reference = root / "kill-reference"
+    _torchrun("-m", "seqtune", "train", *_common(tiny_model_dir, data, reference), "--batch-size", "4", cwd=root)
+    wa, wb = load_file(reference / "model.safetensors"), load_file(root / "killed" / "model.safetensors")
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], atol=1e-6, err_msg=name)
+    resumed, whole = (json.loads((r / "metrics.json").read_text())["history"] for r in (root / "killed", reference))
+    assert [(h["step"], h["metrics"]) for h in resumed] == [(h["step"], h["metrics"]) for h in whole]
