@@ -111,6 +111,15 @@ def render(records: list[dict]) -> str:
             f"{len(rs)} | {epochs} | {statistics.fmean(r['train_seconds'] for r in rs):.0f} | "
             f"{statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | {rs[0]['precision']} | {rs[0]['cpu']} |"
         )
+    lines += [
+        "",
+        "Scores: each run's kept (best) checkpoint on validation rows never used for training: 10% of the training "
+        "file carved out (GLUE tasks with `data.validation_from_train`, NLU++ hotels: 51 rows), or CLINC150's own "
+        'validation file (3,100 rows); never GLUE dev or any test split. Recipe names with "(zero head bias)" / '
+        '"(prior bias)" predate `model.prior_init`, the [CLS]-pooler rows predate `model.pooling` (then the only '
+        'head), and "mean" rows before it used a patched BERT pooler with the same arithmetic. Several jobs '
+        "shared the 2 cores, so train seconds and tokens/s are not speeds.",
+    ]
     return "\n".join(lines) + "\n"
 
 
