@@ -175,7 +175,7 @@ def set_dropout(config: object, p: float) -> list[str]:
     if not 0.0 <= p < 1.0:
         raise SeqtuneError(f"model.dropout={p}: expected a probability in [0, 1), e.g. model.dropout=0")
     values = config.to_dict() if hasattr(config, "to_dict") else vars(config)
-    numeric = [k for k, v in values.items() if "dropout" in k and isinstance(v, float | int) and not isinstance(v, bool)]
+    numeric = [k for k, v in values.items() if "dropout" in k and type(v) in (float, int)]  # not bools
     found = list(dict.fromkeys([*(k for k in DROPOUT_KEYS if hasattr(config, k)), *numeric]))
     for key in found:
         setattr(config, key, p)

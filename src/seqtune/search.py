@@ -146,7 +146,7 @@ def search(
     check_space(space)
     out = Path(cfg.output or "runs/search")
     out.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{out.resolve() / 'study.db'}"
+    url = storage_url(storage) if storage else f"sqlite:///{out.resolve() / 'study.db'}"
     greater = get_task(cfg.task).greater_is_better if cfg.task else True
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
@@ -213,6 +213,28 @@ def search(
     return result
 
 
+def storage_url(url: str) -> str:
+    """A study storage URL as SQLAlchemy needs it: ``postgresql://`` goes through psycopg 3 (the ``postgres`` extra)
+    unless psycopg2 is installed; a missing driver is a one-line error saying what to install.
+
+    Example:
+        >>> storage_url("sqlite:///runs/study.db")
+        'sqlite:///runs/study.db'
+    """
+    import importlib.util
+
+    scheme = url.split("://", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql" + url[len(scheme) :]
+        scheme, url = "postgresql+psycopg", "postgresql+psycopg" + url[len(scheme) :]
+    if scheme == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is None:
+        raise SeqtuneError(
+            f"--storage {url.split('@')[-1]}: PostgreSQL needs a driver; pip install 'seqtune[postgres]'"
+        )
+    return url
+
+
 def _continue_or_replace(cfg: RunConfig, best_dir: Path) -> RunConfig:
     """The retrain as one command that starts or resumes: an interrupted retrain of the same settings continues
     from its checkpoint (a finished one is kept); a retrain of other settings (the study found a better trial since)
@@ -230,8 +252,7 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
 
     for attempt in range(5):
         try:
-            # Heartbeats let a resumed search mark the trials of a killed worker failed instead of running forever.
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60)
+            storage = _storage(optuna, url)
             return optuna.create_study(
                 study_name=name,
                 storage=storage,
@@ -245,6 +266,17 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storage(optuna: Any, url: str) -> Any:
+    """``journal:PATH``: Optuna's journal file (workers on a shared file system, no database server); anything else
+    an RDB URL. Heartbeats let a resumed search mark the trials of a killed worker failed instead of running forever
+    (RDB only: a journal file has none, so a killed worker's trial stays RUNNING there)."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60)
 
 
 def _slots_taken(study: Any, before: int | None) -> int:
