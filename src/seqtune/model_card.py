@@ -50,10 +50,9 @@ def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: Run
         )
     code = _custom_code(run_dir)
     head = f"\n- Head: {code} (its code is in the folder, so `transformers` loads it with `trust_remote_code=True`)"
+    meta = yaml.safe_dump(card_metadata(run_dir.name, cfg, task, scores), sort_keys=False, allow_unicode=True)
     card = f"""---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [seqtune, text-classification]
+{meta.strip()}
 ---
 # {run_dir.name}
 
@@ -92,6 +91,42 @@ def _custom_code(run_dir: Path) -> str | None:
         return None
     module = str(next(iter(auto_map.values()))).split(".")[0]
     return f"mean pooling over the last hidden states (`{module}.py`)" if module == "mean_pooling" else f"`{module}.py`"
+
+
+# The packaged checkpoint, as the Hub knows it (its licence is the upstream model's).
+PACKAGED = {"minilm": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+            "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")}  # fmt: skip
+
+
+def card_metadata(name: str, cfg: RunConfig, task: TaskSpec, scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The card's YAML header, as the Hub reads it: library, pipeline, tags, the base model and its licence when
+    known, the GLUE dataset and language for GLUE tasks, and a ``model-index`` holding every dev metric (so the
+    Hub shows the evaluation results). Nothing is guessed: own data leaves ``datasets`` and ``language`` out."""
+    tags = ["seqtune", "text-classification", task.problem_type.replace("_", "-")]
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification", "tags": tags}
+    base, licence = PACKAGED.get(cfg.model.name.lower(), (None, None))
+    local = cfg.model.name.startswith((".", "/", "~")) or Path(cfg.model.name).expanduser().exists()
+    if base is None and not local and not cfg.model.from_scratch:
+        base = cfg.model.name  # a hub id
+    if base:
+        meta["base_model"] = base
+    if licence:
+        meta["license"] = licence
+    dataset = {"name": f"GLUE {cfg.task.upper()}", "type": "nyu-mll/glue", "config": cfg.task} if cfg.task else {
+        "name": Path(cfg.data.train_file or "own data").name, "type": "custom"}  # fmt: skip
+    if cfg.task:
+        meta["datasets"] = ["nyu-mll/glue"]
+        meta["language"] = ["en"]
+    results = [
+        {"task": {"type": "text-classification", "name": "Text Classification"},
+         "dataset": {**dataset, "split": split},
+         "metrics": [{"type": metric, "value": round(float(value), 6), "name": f"{split} {metric}"}
+                     for metric, value in values.items()]}
+        for split, values in scores.items() if values
+    ]  # fmt: skip
+    if results:
+        meta["model-index"] = [{"name": name, "results": results}]
+    return meta
 
 
 def _usage(run_dir: Path, code: str | None, ensemble: bool) -> str:
