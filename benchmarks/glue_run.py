@@ -1,0 +1,76 @@
+"""`seqtune glue` with the defaults, timed, and its results kept with the machine they were measured on.
+
+    python benchmarks/glue_run.py --data-dir ../shared/glue --tasks cola,mrpc,rte,stsb,wnli --seeds 1 \\
+        --output runs/glue-defaults
+
+Runs (or, for finished tasks, reads back) `seqtune.glue.run_glue` into ``--output`` and writes
+``benchmarks/results/glue_run.{json,md}``: per task and dev metric the mean +- std over seeds, training seconds
+and tokens/s, and the wall time of the whole command on this machine (only when nothing was read back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/glue"))
+    p.add_argument("--tasks", default="cola,mrpc,rte,stsb,wnli")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--output", type=Path, default=Path("runs/glue-defaults"))
+    p.add_argument("--set", action="append", default=[], help="extra override (key=value)")
+    args = p.parse_args(argv)
+
+    from seqtune import load_config
+    from seqtune.glue import run_glue
+    from seqtune.inference import cpu_flags
+    from seqtune.runfolder import TASK_FILE
+
+    tasks = args.tasks.split(",")
+    fresh = not any(
+        (args.output / t / f"seed-{42 + s}" / TASK_FILE).is_file() for t in tasks for s in range(args.seeds)
+    )
+    cfg = load_config(None, [f"data.data_dir={args.data_dir}", *args.set])
+    started = time.perf_counter()
+    result = run_glue(cfg, args.data_dir, tasks, args.seeds, str(args.output))
+    wall = time.perf_counter() - started
+    record = {
+        "tasks": result.tasks,
+        "skipped": result.skipped,
+        "seeds": args.seeds,
+        "overrides": args.set,
+        "wall_seconds": round(wall, 1) if fresh else None,
+        "cpu": " ".join(cpu_flags()) or "avx2 only",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (RESULTS / "glue_run.json").write_text(json.dumps(record, indent=1))
+    (RESULTS / "glue_run.md").write_text(render(record))
+    print(render(record))
+    return 0
+
+
+def render(r: dict) -> str:
+    lines = ["# `seqtune glue` with the defaults (dev splits, kept checkpoint)", "",
+             "| task | metric | mean | std | seeds | train s | tok/s | precision |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, s in r["tasks"].items():
+        for values in s["metrics"].values():
+            for metric, v in values.items():
+                speed = f"{s['train_seconds']:.0f} | {s['tokens_per_second']:,.0f} | {s['precision']}"
+                lines.append(f"| {name} | {metric} | {v['mean']:.4f} | {v['std']:.4f} | {v['n']} | {speed} |")
+    wall = f"{r['wall_seconds'] / 60:.0f} minutes" if r["wall_seconds"] else "not timed (read back)"
+    lines += ["", f"Machine: 2-core VM, CPU flags {r['cpu']}; {r['seeds']} seed(s); whole command: {wall}; "
+              f"{r['date']}."]  # fmt: skip
+    lines += [f"- skipped {name}: {why}" for name, why in r["skipped"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
