@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = not any(
         (args.output / t / f"seed-{42 + s}" / TASK_FILE).is_file() for t in tasks for s in range(args.seeds)
     )
-    cfg = load_config(None, [f"data.data_dir={args.data_dir}", *args.set])
+    cfg = load_config(None, [f"task={tasks[0]}", f"data.data_dir={args.data_dir}", *args.set])  # as seqtune glue
     started = time.perf_counter()
     result = run_glue(cfg, args.data_dir, tasks, args.seeds, str(args.output))
     wall = time.perf_counter() - started
