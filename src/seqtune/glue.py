@@ -10,6 +10,7 @@ command can simply be run again after a preemption. At the end (and after every 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import time
@@ -23,6 +24,7 @@ from seqtune.config import RunConfig
 from seqtune.data import GLUE_FOLDERS
 from seqtune.errors import SeqtuneError
 from seqtune.progress import Reporter
+from seqtune.recipe import auto_epochs
 from seqtune.run_metrics import read_run_metrics
 from seqtune.tasks import GLUE_TASKS, get_task
 
@@ -167,8 +169,8 @@ def run_glue(
     out.mkdir(parents=True, exist_ok=True)
     result = GlueResult(out, skipped=skipped)
     jobs = [(name, base.seed + i) for name in ready for i in range(seeds)]
-    # ETA: seconds per (training example x epoch) so far, times what is left
-    sizes = {name: _train_rows(data_dir, name) for name in ready}
+    # ETA: seconds per unit of work so far (train file bytes x epochs: text length and passes), times what is left
+    sizes = {name: _train_work(base, data_dir, name) for name in ready}
     spent, work_done = 0.0, 0.0
     for n, (name, seed) in enumerate(jobs, start=1):
         run_dir = out / name / f"seed-{seed}"
@@ -193,8 +195,13 @@ def run_glue(
     return result
 
 
-def _train_rows(data_dir: Path, name: str) -> float:
-    """Training rows, by the train file's line count (cheap; only the ETA's proportions use it)."""
+def _train_work(cfg: RunConfig, data_dir: Path, name: str) -> float:
+    """A run's work for the ETA's proportions: the train file's bytes (text length) times the passes it will make
+    (``train.epochs``, or the automatic number for its row count). Cheap: the file is only counted."""
     path = data_dir / GLUE_FOLDERS[name] / get_task(name).glue_files["train"].filename
     with path.open("rb") as f:
-        return float(sum(1 for _ in f))
+        rows = sum(1 for _ in f) - 1
+    t = cfg.train
+    steps_per_epoch = max(1, math.ceil(rows / (t.batch_size * t.grad_accum)))
+    epochs = t.epochs if t.epochs is not None else auto_epochs(steps_per_epoch, t.min_steps, t.max_auto_epochs)
+    return float(path.stat().st_size) * epochs
