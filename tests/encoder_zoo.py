@@ -64,19 +64,21 @@ def _tokenizer(model_type: str):
     return cls(vocab=vocab)
 
 
+def tiny_sizes(model_type: str) -> dict:
+    """Config sizes of a 2-layer, 32-wide ``model_type`` (DistilBERT names them its own way)."""
+    if model_type == "distilbert":
+        return {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+    extra = {"albert": {"embedding_size": 16}, "modernbert": {"global_attn_every_n_layers": 1}}.get(model_type, {})
+    return {**SIZES, **extra}
+
+
 def build_encoder(path: Path, model_type: str) -> Path:
     """A tiny random ``model_type`` sequence classifier and its tokenizer in ``path``."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     tokenizer = _tokenizer(model_type)
-    sizes = dict(SIZES)
-    if model_type == "distilbert":
-        sizes = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
-    if model_type == "albert":
-        sizes["embedding_size"] = 16
-    if model_type == "modernbert":
-        sizes["global_attn_every_n_layers"] = 1
+    sizes = tiny_sizes(model_type)
     ids = {k: getattr(tokenizer, f"{k}_id") for k in ("pad_token", "bos_token", "eos_token", "cls_token", "sep_token")}
     ids = {k: v for k, v in ids.items() if v is not None}
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), max_position_embeddings=66, **sizes,

@@ -7,33 +7,23 @@ import json
 import pytest
 import torch
 from conftest import make_rows, run_cli, write_csv
+from encoder_zoo import ARCHITECTURES, tiny_sizes
 
 from seqtune.modeling import load_model, model_max_length, position_limit, resolve_model
 from seqtune.tasks import GLUE_TASKS
-
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def tiny_model(path, model_type: str, **extra):
     """A random tiny model of ``model_type`` with a 100-token vocabulary, saved like any HF model folder."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    sizes = dict(TINY)
-    if model_type == "distilbert":
-        sizes = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
-    if model_type == "albert":
-        sizes["embedding_size"] = 16
-    if model_type == "modernbert":
-        sizes.update(global_attn_every_n_layers=1, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
-                     sep_token_id=2)  # fmt: skip
+    sizes = tiny_sizes(model_type)
+    if model_type == "modernbert":  # its defaults name ids beyond a 100-token vocabulary
+        sizes.update(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
     config = AutoConfig.for_model(model_type, **{"vocab_size": 100, **sizes, **extra})
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
     return path
-
-
-ARCHITECTURES = ["bert", "roberta", "distilbert", "electra", "deberta-v2", "modernbert", "xlm-roberta", "albert",
-                 "mpnet"]  # fmt: skip
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
