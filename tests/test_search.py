@@ -152,6 +152,23 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(tiny_model_di
     assert all(len(r["trials"]) == 5 for r in by_worker)  # both see the whole study at the end
 
 
+def test_a_baseline_enqueued_by_two_workers_runs_once(tiny_model_dir, toy_csv, tmp_path):
+    """Workers starting together on an empty study each enqueue the baseline (the storage has no lock for "enqueue if
+    empty"): the lowest-numbered copy trains, the other steps aside without using a slot of the budget."""
+    import optuna
+
+    out = tmp_path / "search"
+    cfg = _cfg(tiny_model_dir, toy_csv, out, "train.lr=2e-4")
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(study_name="seqtune", storage=storage, direction="maximize")
+    for _ in range(2):  # what two racing workers leave behind
+        study.enqueue_trial(baseline_params(cfg, SPACE), user_attrs={"baseline": True})
+    result = search(cfg, n_trials=3, space=SPACE, storage=storage, retrain=False)
+    assert [(t["number"], t["baseline"]) for t in result.trials] == [(0, True), (2, False), (3, False)]
+    twin = optuna.load_study(study_name="seqtune", storage=storage).trials[1]
+    assert twin.state.name == "PRUNED" and twin.user_attrs["over_budget"] and not twin.intermediate_values
+
+
 def test_train_with_seeds_reports_mean_std_ci(tiny_model_dir, toy_csv, tmp_path, capsys):
     out = tmp_path / "seeds"
     code = main(["train", "--train-file", str(toy_csv), "--model", str(tiny_model_dir), "--max-length", "32",

@@ -153,6 +153,11 @@ def search(
     study = _open_study(optuna, url, study_name, "maximize" if greater else "minimize", cfg.seed)
 
     def objective(trial: optuna.Trial) -> float:
+        if trial.user_attrs.get("baseline") and _baseline_twin(study, trial.number):
+            # workers that started together each enqueued the baseline: the lowest-numbered copy runs, this one
+            # steps aside without training and without using a slot of the budget
+            trial.set_user_attr("over_budget", True)
+            raise optuna.TrialPruned("baseline already enqueued by another worker")
         if _slots_taken(study, trial.number) >= n_trials:  # other workers took the last slots first
             trial.set_user_attr("over_budget", True)
             study.stop()
@@ -181,10 +186,11 @@ def search(
     optuna.storages.fail_stale_trials(study)
     if not study.trials:
         study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True}, skip_if_exists=True)
-    while _slots_taken(study, None) < n_trials:
-        try:
-            study.optimize(objective, n_trials=n_trials, catch=())
+    for _ in range(3):  # again when a twin baseline stepped aside or a race was lost (not forever: NaN trials fail)
+        if (left := n_trials - _slots_taken(study, None)) <= 0:
             break
+        try:
+            study.optimize(objective, n_trials=left, catch=())
         except ValueError as exc:
             # SQLite has no row locks: two workers can both claim the enqueued baseline trial. The one that
             # finishes second cannot record it ("Cannot tell a COMPLETE trial"); its copy is dropped and it goes on.
@@ -277,6 +283,12 @@ def _storage(optuna: Any, url: str) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60)
+
+
+def _baseline_twin(study: Any, number: int) -> bool:
+    """Whether a baseline trial with a lower number than ``number`` exists (trial numbers come from the storage
+    atomically, so exactly one copy of the baseline has none)."""
+    return any(t.user_attrs.get("baseline") and t.number < number for t in study.get_trials(deepcopy=False))
 
 
 def _slots_taken(study: Any, before: int | None) -> int:

@@ -48,6 +48,17 @@ for line in sys.stdin:
         fd = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        if cmd.get("die_in_evaluation"):  # SIGKILL itself inside its N-th evaluation, before it returns
+            import signal
+            import seqtune.training as training
+            real, calls = training.evaluate, []
+            def dying(*args, **kwargs):
+                out = real(*args, **kwargs)
+                calls.append(1)
+                if len(calls) == cmd["die_in_evaluation"]:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return out
+            training.evaluate = dying
         try:
             code = cli.main(["train", *cmd["args"]])
         except BaseException:
@@ -95,8 +106,9 @@ class ForkServer:
         threading.Thread(target=lambda: [self.lines.put(x.strip()) for x in self.proc.stdout], daemon=True).start()
         assert self.lines.get(timeout=180) == "ready"
 
-    def start(self, args: list[str], log: Path) -> Child:
-        self.proc.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
+    def start(self, args: list[str], log: Path, die_in_evaluation: int | None = None) -> Child:
+        command = {"args": args, "log": str(log), "die_in_evaluation": die_in_evaluation}
+        self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
         return Child(int(self.lines.get(timeout=60)), self.lines)
 
@@ -223,34 +235,31 @@ def _logged_steps(out: Path) -> list[int]:
     return [json.loads(x)["step"] for x in lines if x.endswith("}")]
 
 
-def _kill_in_evaluation(proc: Child, out: Path, step: int) -> None:
-    """SIGKILL once step ``step`` is logged (its evaluation starts right after) and before its checkpoint exists."""
+def _killed_in_evaluation(proc: Child, out: Path, step: int) -> None:
+    """The process died by SIGKILL in the evaluation after step ``step``: that step is logged, its checkpoint is
+    neither complete nor being written."""
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    assert max(_logged_steps(out)) == step
     root = out / "checkpoints"
-    while proc.poll() is None:
-        if step in _logged_steps(out):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.0005)
-    proc.wait(timeout=60)
-    # killed during the evaluation: its checkpoint is neither complete nor being written
     names = os.listdir(root) if root.is_dir() else []
     assert f"step-{step}" not in names and f".tmp-step-{step}" not in names, names
-    assert proc.returncode == -signal.SIGKILL
 
 
 def test_sigkill_during_evaluations_of_a_one_epoch_run(tiny_dropout_model_dir, tmp_path, fork_server):
     """A 1-epoch run killed in its first evaluation (no checkpoint yet: the rerun starts over) and in its last (the
     rerun continues from the middle checkpoint) ends with the uninterrupted run's weights and history."""
     data = write_csv(tmp_path / "train.csv", make_rows(64))  # 8 steps of 8; evaluations at steps 4 and 8
-    dev = write_csv(tmp_path / "dev.csv", make_rows(6000, seed=5))  # evaluation takes most of the run's time
+    dev = write_csv(tmp_path / "dev.csv", make_rows(200, seed=5))
     common = ["--train-file", str(data), "--validation-file", str(dev), "--model", str(tiny_dropout_model_dir),
               "--max-length", "32", "--batch-size", "8", "--epochs", "1", "--eval-every", "4",
               "train.log_every=1"]  # fmt: skip
     out = tmp_path / "killed"
-    first = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a0.log")
-    _kill_in_evaluation(first, out, 4)
-    second = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a1.log")
-    _kill_in_evaluation(second, out, 8)
+    # each start SIGKILLs itself inside an evaluation (a kill at a moment chosen by the test, not by a timer: an
+    # evaluation of a tiny model can be over before a poller notices it began)
+    first = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a0.log", die_in_evaluation=1)
+    _killed_in_evaluation(first, out, 4)
+    second = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a1.log", die_in_evaluation=2)
+    _killed_in_evaluation(second, out, 8)
     assert "resumed from" not in (tmp_path / "a1.log").read_text()  # nothing to resume: it started over
     assert [p.name for p in list_checkpoints(out)] == ["step-4"]
     last = fork_server.start([*common, "--output", str(out), "--resume"], tmp_path / "a2.log")
