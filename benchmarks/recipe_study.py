@@ -42,6 +42,10 @@ RECIPES: dict[str, list[str]] = {
     "epochs20-lr2e-4": ["train.epochs=20", "train.lr=2e-4"],
     "mean-epochs20-lr2e-4": ["model.pooling=mean", "train.epochs=20", "train.lr=2e-4"],
     "no-prior": ["model.prior_init=false"],
+    "epochs8": ["train.epochs=8"],
+    "llrd0.8": ["train.layer_decay=0.8"],
+    "reinit1-llrd0.8": ["model.reinit_layers=1", "train.layer_decay=0.8"],
+    "llrd0.8-epochs8": ["train.layer_decay=0.8", "train.epochs=8"],
 }
 
 

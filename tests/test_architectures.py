@@ -67,6 +67,13 @@ def test_an_architecture_goes_through_everything(model_type, data, tmp_path, cap
     _train(capsys, model, tmp_path / "pair", data["pair"], "--text-pair-column", "text2")
     [pair] = predict(tmp_path / "pair", TEXTS[0], TEXTS[1])
     assert pair["label"] in {"pos", "neg"}
+    long_text = " ".join(TEXTS * 1250)  # 10,000 words: more tokens than any position table holds
+    [cut] = predict(loaded, long_text)
+    assert cut["label"] in {"pos", "neg"}
+    _train(capsys, model, tmp_path / "windows", data["pair"], "--text-pair-column", "text2", "--long-inputs",
+           "windows", "--max-length", "24")  # fmt: skip
+    [windowed] = predict(tmp_path / "windows", long_text, long_text[:2000])
+    assert windowed["label"] in {"pos", "neg"}
     _train(capsys, model, tmp_path / "regression", data["regression"], "--regression")
     assert all(np.isfinite(r["score"]) for r in predict(tmp_path / "regression", TEXTS))
 

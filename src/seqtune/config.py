@@ -54,6 +54,9 @@ class ModelConfig:
     """How the head reads the encoder: ``cls`` (the architecture's own head; BERT: its pooler over [CLS]) or ``mean``
     (masked mean of the last hidden states). ``auto``: the checkpoint's own pooling (``mean`` for sentence-transformers
     models trained with it, such as the packaged MiniLM; else ``cls``)."""
+    reinit_layers: int = _flag("--reinit-layers", 0)
+    """Re-initialise the top N encoder layers before fine-tuning (Zhang et al. 2021): their pretrained weights are
+    specialised to the pretraining objective. 0 keeps them all."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
     allow_pickle: bool = _flag("--allow-pickle", False)
@@ -62,6 +65,8 @@ class ModelConfig:
 
     def problems(self) -> list[str]:
         out = _at_least_one({"model.max_length": self.max_length}, null_ok=True)
+        if isinstance(self.reinit_layers, int) and self.reinit_layers < 0:
+            out.append(f"model.reinit_layers: expected 0 or more, found {self.reinit_layers}")
         if isinstance(self.dropout, float) and not 0 <= self.dropout < 1:
             out.append(f"model.dropout: expected a probability in [0, 1) or null, found {self.dropout}")
         return out
@@ -90,6 +95,14 @@ class DataConfig:
     non-integer numbers -> regression, anything else -> single-label."""
     label_delimiter: str = _flag("--label-delimiter", ",")
     """Multi-label: separator when labels come as one string (``"billing,urgent"``)."""
+    long_inputs: Literal["truncate", "head_tail", "windows"] = _flag("--long-inputs", "truncate")
+    """Texts longer than ``max_length`` tokens: ``truncate`` (keep the start), ``head_tail`` (keep the first quarter
+    and the last three quarters of the budget) or ``windows`` (overlapping windows, each a training example; their
+    logits are combined into one prediction per text). See `seqtune.long_inputs`."""
+    stride: int | None = _flag("--stride", None)
+    """Windows: tokens shared by consecutive windows; ``None``: a quarter of ``max_length``."""
+    max_windows: int = 8
+    """Windows: the most windows of one text used for training (evenly spaced); prediction uses them all."""
     validation_fraction: float = 0.1
     """Own data without a validation file: share of the training rows held out (seeded, stratified when possible)."""
     validation_from_train: bool = False
@@ -110,6 +123,9 @@ class DataConfig:
     def problems(self) -> list[str]:
         out = _at_least_one({"data.max_train_samples": self.max_train_samples,
                              "data.max_eval_samples": self.max_eval_samples}, null_ok=True)  # fmt: skip
+        out += _at_least_one({"data.max_windows": self.max_windows}, null_ok=False)
+        if isinstance(self.stride, int) and self.stride < 0:
+            out.append(f"data.stride: expected 0 or more tokens, found {self.stride}")
         if isinstance(self.train_shard, float) and not 0 < self.train_shard <= 1:
             out.append(f"data.train_shard: expected a share in (0, 1], found {self.train_shard}")
         if isinstance(self.validation_fraction, float) and not 0 < self.validation_fraction < 1:
@@ -135,6 +151,9 @@ class TrainConfig:
     for multi-label tasks (`seqtune.recipe`)."""
     weight_decay: float = 0.01
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    layer_decay: float = _flag("--layer-decay", 1.0)
+    """Layer-wise learning-rate decay: the head trains at ``lr``, each encoder layer below it at this factor of the
+    one above, the embeddings last (`seqtune.param_groups`). 1.0 = one rate for all."""
     warmup_ratio: float = 0.1
     """Share of optimizer steps spent warming the learning rate up from 0."""
     grad_accum: int = _flag("--grad-accum", 1)
@@ -188,6 +207,7 @@ class TrainConfig:
             "max_auto_epochs": (self.max_auto_epochs, lambda v: v >= 3, "a number >= 3"),
             "save_every_minutes": (self.save_every_minutes, lambda v: v > 0, "a positive number or null"),
             "warmup_ratio": (self.warmup_ratio, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+            "layer_decay": (self.layer_decay, lambda v: 0 < v <= 1, "a factor in (0, 1]"),
         }
         for key, (value, ok, expected) in checks.items():
             if isinstance(value, float) and not ok(value):

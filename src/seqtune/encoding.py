@@ -6,6 +6,7 @@ Output columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,9 @@ import numpy as np
 from datasets import DatasetDict, Sequence, Value, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
+from seqtune import long_inputs
 from seqtune.labels import multi_hot
+from seqtune.long_inputs import LongInputs
 from seqtune.progress import hf_progress
 from seqtune.tasks import TaskSpec
 
@@ -29,12 +32,23 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEQTUNE_CACHE", Path.home() / ".cache" / "seqtune"))
 
 
-def _fingerprint(dd: DatasetDict, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
+def _fingerprint(
+    dd: DatasetDict, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int, long: LongInputs
+) -> str:
     """Same raw data + same tokenizer + same settings -> same key. `datasets` fingerprints in-memory tables
     by content, and the tokenizer is identified by its full serialized vocabulary and settings."""
     h = hashlib.sha256()
     h.update(
-        json.dumps([ENCODING_VERSION, task.text_columns, task.problem_type, task.label_names, max_length]).encode()
+        json.dumps(
+            [
+                ENCODING_VERSION,
+                task.text_columns,
+                task.problem_type,
+                task.label_names,
+                max_length,
+                dataclasses.astuple(long),
+            ]
+        ).encode()  # fmt: skip
     )
     for split, ds in sorted(dd.items()):
         h.update(f"{split}:{ds._fingerprint}:{len(ds)}".encode())
@@ -44,20 +58,33 @@ def _fingerprint(dd: DatasetDict, task: TaskSpec, tokenizer: PreTrainedTokenizer
     return h.hexdigest()[:20]
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerBase, columns: list[list[str]], max_length: int) -> dict[str, list]:
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    columns: list[list[str]],
+    max_length: int,
+    long: LongInputs | None = None,
+    training: bool = False,
+) -> dict[str, list]:
     """Token ids, masks and ``length`` for texts (one list) or pairs (two lists): the one tokenizer call that
-    both `tokenize` (through ``Dataset.map``) and in-memory prediction use."""
-    enc = dict(tokenizer(*columns, truncation=True, max_length=max_length))
-    enc["length"] = [len(ids) for ids in enc["input_ids"]]
-    return enc
+    both `tokenize` (through ``Dataset.map``) and in-memory prediction use. Long inputs as ``long`` says
+    (`seqtune.long_inputs`; windows add ``doc``: the index of each window's text)."""
+    return long_inputs.encode(tokenizer, columns, max_length, long, training)
 
 
-def _encode_fn(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int):
+def _encode_fn(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int, long: LongInputs, split: str):
     num_labels = task.num_labels
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        enc = encode_texts(tokenizer, [batch[c] for c in task.text_columns], max_length)
-        enc["labels"] = multi_hot(batch["label"], num_labels).tolist() if task.is_multi_label else batch["label"]
+    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        enc = encode_texts(tokenizer, [batch[c] for c in task.text_columns], max_length, long, split == "train")
+        labels = multi_hot(batch["label"], num_labels).tolist() if task.is_multi_label else batch["label"]
+        if "doc" not in enc:
+            enc["labels"] = labels
+            return enc
+        local = enc["doc"]
+        enc["labels"] = [labels[i] for i in local]
+        if "idx" in batch:
+            enc["idx"] = [batch["idx"][i] for i in local]
+        enc["doc"] = [indices[i] for i in local]
         return enc
 
     return encode
@@ -71,10 +98,12 @@ def tokenize(
     cache_dir: str | Path | None = None,
     show_progress: bool = True,
     cache: bool = True,
+    long: LongInputs | None = None,
 ) -> DatasetDict:
     """Tokenize every split (pairs give ``token_type_ids``); reuse the on-disk copy when nothing changed.
 
-    ``cache=False`` keeps the result in memory only (one-off inputs such as texts to predict).
+    ``cache=False`` keeps the result in memory only (one-off inputs such as texts to predict). ``long``: how inputs
+    longer than ``max_length`` are read (`seqtune.long_inputs`; windows: rows are windows, with ``doc``).
 
     Example:
         >>> encoded = tokenize(load_glue(task, "../shared/glue"), task, tokenizer, 512)  # doctest: +SKIP
@@ -82,20 +111,22 @@ def tokenize(
         ['input_ids', 'token_type_ids', 'attention_mask', 'length', 'labels']
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = _fingerprint(dd, task, tokenizer, max_length)
+    long = long or LongInputs()
+    key = _fingerprint(dd, task, tokenizer, max_length, long)
     target = root / "tokenized" / key
     if cache and (target / "dataset_dict.json").is_file():
         with hf_progress(False):
             return load_from_disk(str(target))
-    encode = _encode_fn(task, tokenizer, max_length)
     out = DatasetDict()
     with hf_progress(show_progress):
         for split, ds in dd.items():
             out[split] = ds.map(
-                encode,
+                _encode_fn(task, tokenizer, max_length, long, split),
                 batched=True,
+                with_indices=True,
                 batch_size=1000,
-                remove_columns=[c for c in ds.column_names if c != "idx"],
+                # windows change the row count: every input column goes (idx is carried per window)
+                remove_columns=[c for c in ds.column_names if c != "idx" or long.mode == "windows"],
                 desc=f"Tokenizing {split}",
                 # The result is cached below as a whole; datasets' own per-map cache of in-memory data is unwanted.
                 keep_in_memory=True,

@@ -15,6 +15,7 @@ from datasets import Dataset, DatasetDict
 from seqtune.batching import Collator, sorted_order, take_rows
 from seqtune.distributed import World
 from seqtune.errors import SeqtuneError
+from seqtune.long_inputs import per_document
 from seqtune.metrics import compute_metrics
 from seqtune.tasks import TaskSpec
 
@@ -126,7 +127,7 @@ def evaluate(
             logits = world.join_rows(len(ds), rows, local)
         if bar is not None:
             bar.remove_task(task_id)
-        labels = np.asarray(ds["labels"])
+        logits, labels = per_document(ds, logits, task.is_multi_label)  # windows of a document -> one prediction
         results[split] = compute_metrics(task, logits, labels)
         all_logits[split] = logits
     return results, all_logits

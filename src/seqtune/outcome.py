@@ -11,6 +11,7 @@ import numpy as np
 from safetensors.torch import load_model as load_weights
 
 from seqtune import runfolder
+from seqtune.long_inputs import describe, per_document
 from seqtune.metrics import compute_metrics, is_better, trivial_baseline, undefined_reason
 from seqtune.model_card import write_model_card
 from seqtune.progress import hf_progress
@@ -116,7 +117,7 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
     threshold = None
     if predictions is not None and state.best is not None and state.best.get("threshold") is not None:
         task, threshold = with_tuned_threshold(task, state.best, predictions)
-    warnings = quality_warnings(task, state.best, predictions, np.asarray(train_ds["labels"]))
+    warnings = quality_warnings(task, state.best, predictions, per_document(train_ds, None, False)[1])
     with hf_progress(False):
         model.save_pretrained(run_dir)
         ctx.tokenizer.save_pretrained(run_dir)
@@ -133,6 +134,7 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
         distributed=ctx.distributed(),
         train_length_counts=np.bincount(np.asarray(train_ds["length"])).tolist(),
         max_length=ctx.max_length,
+        long_inputs=describe(train_ds, ctx.cfg.data.long_inputs, ctx.max_length),
         environment=runfolder.environment(),
         warnings=warnings,
         threshold=threshold,

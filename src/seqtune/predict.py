@@ -15,6 +15,7 @@ from seqtune.encoding import encode_texts, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.inference import infer_logits
 from seqtune.labels import multi_hot, unlabeled
+from seqtune.long_inputs import LongInputs, aggregate
 from seqtune.metrics import compute_metrics, logits_to_predictions, probabilities
 from seqtune.readers import cell_text, read_table, require_columns
 from seqtune.runtime import LoadedRun, load_run
@@ -30,9 +31,10 @@ def _as_run(run: str | Path | LoadedRun) -> LoadedRun:
 def logits_for(run: LoadedRun, raw: Dataset, batch_size: int = 128, cache: bool = False) -> np.ndarray:
     """Logits for a raw split; ``cache`` keeps its tokenization on disk (worth it for GLUE splits used again)."""
     dd = DatasetDict(predict=raw)
-    encoded = tokenize(dd, run.task, run.tokenizer, run.max_length, run.cfg.data.cache_dir, False, cache)["predict"]
-    collator = Collator(run.tokenizer)
-    return infer_logits(run.model, encoded, collator, batch_size, run.device, run.precision)
+    encoded = tokenize(dd, run.task, run.tokenizer, run.max_length, run.cfg.data.cache_dir, False, cache,
+                       long=LongInputs.of(run.cfg.data))["predict"]  # fmt: skip
+    logits = infer_logits(run.model, encoded, Collator(run.tokenizer), batch_size, run.device, run.precision)
+    return aggregate(logits, encoded["doc"], run.task.is_multi_label) if "doc" in encoded.column_names else logits
 
 
 def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
@@ -111,8 +113,10 @@ def predict(
         columns = [texts_l[start : start + PREDICT_CHUNK]]
         if pairs_l is not None:
             columns.append(pairs_l[start : start + PREDICT_CHUNK])
-        rows = EncodedRows(encode_texts(loaded.tokenizer, columns, loaded.max_length))
+        rows = EncodedRows(encode_texts(loaded.tokenizer, columns, loaded.max_length, LongInputs.of(loaded.cfg.data)))
         logits = infer_logits(loaded.model, rows, collator, batch_size, loaded.device, loaded.precision)
+        if "doc" in rows.columns:  # windows of one text -> one prediction
+            logits = aggregate(logits, rows.columns["doc"], loaded.task.is_multi_label)
         records += to_records(loaded.task, logits)
     return records
 

@@ -246,6 +246,8 @@ def write_report(run_dir: str | Path, task: TaskSpec | None = None) -> Path:
         if key in files:
             if key == "calibration":
                 caption += f" ECE = {series[key]['ece']:.4f}."
+            if key == "lengths" and metrics.long_inputs:
+                caption += f" Long texts, {metrics.long_inputs}."
             parts.append(f"<p>{_esc(caption)}</p>{_img(files[key], title)}")
         else:
             parts.append(f'<p class="note">Not shown: {_esc(series["notes"].get(key, "no data"))}.</p>')

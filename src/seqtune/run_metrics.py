@@ -50,6 +50,8 @@ class RunMetrics(_JSONRecord):
     train_length_counts: list[int] = field(default_factory=list)
     """Training examples per token length (index = length), for the report's histogram."""
     max_length: int | None = None
+    long_inputs: str | None = None
+    """How texts longer than ``max_length`` were read, in one line (`seqtune.long_inputs.describe`)."""
     environment: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     threshold: dict[str, Any] | None = None

@@ -20,6 +20,7 @@ from seqtune.batching import length_grouped_order, random_order, take_rows
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
 from seqtune.inference import autocast, evaluate
+from seqtune.long_inputs import per_document
 from seqtune.losses import loss_sum
 from seqtune.metrics import compute_metrics, is_better, tune_threshold
 from seqtune.outcome import TrainResult, finish, finished_result, result
@@ -222,7 +223,7 @@ def tuned_metrics(ctx: RunContext, logits: dict[str, np.ndarray]) -> tuple[float
     """The decision threshold that maximises the selection metric on the first evaluation split, and every
     evaluation split's metrics at it."""
     task = ctx.task
-    labels = {split: np.asarray(ctx.encoded[split]["labels"]) for split in logits}
+    labels = {split: per_document(ctx.encoded[split], None, task.is_multi_label)[1] for split in logits}
     split = task.eval_splits[0]
     threshold, _ = tune_threshold(task, logits[split], labels[split])
     tuned = replace(task, threshold=threshold)
@@ -254,7 +255,7 @@ def save_checkpoint(ctx: RunContext, state: LoopState, session: Session) -> None
 def save_best(ctx: RunContext, unwrapped: torch.nn.Module, logits: dict[str, np.ndarray]) -> None:
     """The best model and its dev predictions, for reports without a re-run."""
     arrays = {f"{split}/logits": v for split, v in logits.items()}
-    arrays |= {f"{split}/labels": np.asarray(ctx.encoded[split]["labels"]) for split in logits}
+    arrays |= {f"{split}/labels": per_document(ctx.encoded[split], None, False)[1] for split in logits}
     ckpt.save_best(ctx.run_dir / runfolder.CHECKPOINTS / runfolder.BEST_CHECKPOINT, unwrapped, arrays, ctx.run_dir)
 
 
