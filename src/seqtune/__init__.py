@@ -39,6 +39,7 @@ __all__ = [
     "export_run",
     "OnnxClassifier",
     "load_run",
+    "push_to_hub",
 ]
 
 
@@ -61,6 +62,7 @@ def __getattr__(name: str):
         "export_run": "seqtune.export",
         "OnnxClassifier": "seqtune.runtime",
         "load_run": "seqtune.runtime",
+        "push_to_hub": "seqtune.push",
     }
     if name in lazy:
         import importlib

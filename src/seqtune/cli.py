@@ -42,6 +42,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ensemble", action="store_true", help="with --seeds N: the output folder predicts with all N models' mean"
     )
+    p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="when training finishes, push the run to this Hub repo")
     p = sub.add_parser(
         "glue",
         help="train every GLUE task with data, over seeds: results table + leaderboard submission",
@@ -108,6 +109,12 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write report.html + figures for a run folder")
     p.add_argument("run_dir")
+    p = sub.add_parser("push", help="share a run (or an export) on the Hugging Face Hub, with its model card")
+    p.add_argument("run_dir", help="a finished run folder, or a folder written by seqtune export")
+    p.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="the Hub repo (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to commit to (created when missing; default main)")
+    p.add_argument("--commit-message", help="the commit's message")
     p = sub.add_parser("compare", help="compare runs: differing config keys and best metrics")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--output", help="also write the table as a self-contained HTML page")
@@ -166,6 +173,12 @@ def _run(ns: argparse.Namespace) -> int:
 
         _, overrides = train_overrides(ns)
         cfg = load_config(ns.config, overrides)
+        if ns.push_to_hub:  # before hours of training: can this machine push there at all?
+            from seqtune.push import check_can_push
+
+            if (ns.seeds or 1) > 1 and not ns.ensemble:
+                raise SeqtuneError("--push-to-hub with --seeds N pushes one model: add --ensemble, or push a seed run")
+            check_can_push(ns.push_to_hub)
         if ns.seeds is not None and ns.seeds > 1:
             from seqtune.seeds import train_seeds
 
@@ -173,11 +186,16 @@ def _run(ns: argparse.Namespace) -> int:
             for name, s in summary.items():
                 print(f"{name}: {s['mean']:.4f} +- {s['std']:.4f} (95% CI {s['ci95'][0]:.4f}-{s['ci95'][1]:.4f})")
             print(f"{ns.seeds} seeds -> {out}")
-            return 0
+            return _push(out, ns.push_to_hub) if ns.push_to_hub else 0
         if ns.ensemble:
             raise SeqtuneError("--ensemble combines the runs of --seeds N (N >= 2); add e.g. --seeds 3")
-        train(cfg)
-        return 0
+        result = train(cfg)
+        if ns.push_to_hub and not result.completed:
+            print(f"seqtune: training was stopped, so nothing was pushed to {ns.push_to_hub}", file=sys.stderr)
+            return 0
+        return _push(result.run_dir, ns.push_to_hub) if ns.push_to_hub else 0
+    if ns.command == "push":
+        return _push(ns.run_dir, ns.repo_id, ns.private, ns.revision, ns.commit_message)
     if ns.command == "search":
         return _run_search(ns)
     if ns.command == "glue":
@@ -218,6 +236,15 @@ def _run(ns: argparse.Namespace) -> int:
     else:
         for path in P.glue_submission(run, ns.glue_submission, ns.data_dir):
             print(f"wrote {path}")
+    return 0
+
+
+def _push(run_dir: str | os.PathLike, repo_id: str, private: bool = False, revision: str | None = None,
+          message: str | None = None) -> int:  # fmt: skip
+    from seqtune.push import push_to_hub
+
+    result = push_to_hub(run_dir, repo_id, private=private, revision=revision, commit_message=message)
+    print(f"pushed {len(result.files)} files to {result.repo_id} ({result.revision}): {result.commit_url}")
     return 0
 
 

@@ -192,7 +192,8 @@ class TrainConfig:
     log_every: int = 10
     """Write a line to ``train_log.jsonl`` every N optimizer steps."""
     report_to: str | None = _flag("--report-to", None)
-    """Also log to ``tensorboard`` (event files in ``<run>/tensorboard``); ``train_log.jsonl`` is always written."""
+    """Also log to these trackers, comma-separated: ``tensorboard`` (event files in ``<run>/tensorboard``), ``mlflow``
+    (``MLFLOW_TRACKING_URI``), ``wandb``; ``train_log.jsonl`` is always written (`seqtune.tracking`)."""
     num_threads: int | None = None
     """Torch intra-op threads on CPU; ``None`` = torch's default (all cores)."""
 
@@ -212,8 +213,10 @@ class TrainConfig:
         for key, (value, ok, expected) in checks.items():
             if isinstance(value, float) and not ok(value):
                 out.append(f"train.{key}: expected {expected}, found {value}")
-        if self.report_to not in (None, "tensorboard"):
-            out.append(f"train.report_to: expected tensorboard or null, found '{self.report_to}'")
+        unknown = [n for n in tracker_names(self.report_to) if n not in TRACKERS]
+        if unknown:
+            out.append(f"train.report_to: expected a comma-separated list of {', '.join(TRACKERS)} (or none), found "
+                       f"'{self.report_to}'")  # fmt: skip
         if isinstance(self.eval_every, int) and self.eval_every < 0:
             out.append(f"train.eval_every: expected 0 (every epoch) or a positive step count, found {self.eval_every}")
         return out
@@ -339,6 +342,21 @@ def _at_least_one(values: dict[str, Any], null_ok: bool) -> list[str]:
     return [
         f"{key}: expected an integer >= 1{tail}, found {v}" for key, v in values.items() if isinstance(v, int) and v < 1
     ]
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+def tracker_names(report_to: str | None) -> list[str]:
+    """``--report-to`` as a list (``None``, ``""`` and ``none``: no tracker).
+
+    Example:
+        >>> tracker_names("tensorboard, mlflow")
+        ['tensorboard', 'mlflow']
+    """
+    if not report_to or report_to.strip().lower() == "none":
+        return []
+    return [name.strip().lower() for name in report_to.split(",") if name.strip()]
 
 
 @dataclass(frozen=True)

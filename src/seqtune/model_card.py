@@ -21,6 +21,14 @@ def _fmt(v: Any) -> str:
 
 def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: RunMetrics | SeedsMetrics) -> None:
     """A README.md that says what the model is, how it was trained and how well it does."""
+    (run_dir / MODEL_CARD).write_text(render_model_card(run_dir, cfg, task, metrics))
+
+
+def render_model_card(
+    run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: RunMetrics | SeedsMetrics, repo_id: str | None = None
+) -> str:
+    """The card's text. ``repo_id``: where the model is shared (`seqtune.push`): its name, and what the usage
+    snippets load; else the run folder."""
     labels = ", ".join(task.label_names) if task.label_names else "regression score"
     data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{cfg.data.train_file}`"
     if isinstance(metrics, SeedsMetrics):
@@ -50,11 +58,13 @@ def write_model_card(run_dir: Path, cfg: RunConfig, task: TaskSpec, metrics: Run
         )
     code = _custom_code(run_dir)
     head = f"\n- Head: {code} (its code is in the folder, so `transformers` loads it with `trust_remote_code=True`)"
-    meta = yaml.safe_dump(card_metadata(run_dir.name, cfg, task, scores), sort_keys=False, allow_unicode=True)
-    card = f"""---
+    name = repo_id or run_dir.name
+    meta = yaml.safe_dump(card_metadata(name, cfg, task, scores), sort_keys=False, allow_unicode=True)
+    seeds = _seeds_rows(metrics) if isinstance(metrics, SeedsMetrics) else ""
+    return f"""---
 {meta.strip()}
 ---
-# {run_dir.name}
+# {name}
 
 Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtune/) on {data}.
 
@@ -67,10 +77,18 @@ Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtu
 | split | metric | value |
 |---|---|---|
 {chr(10).join(rows)}
-
+{seeds}
 ## Use
 
-{_usage(run_dir, code, isinstance(metrics, SeedsMetrics))}
+{_usage(repo_id or str(run_dir), code, isinstance(metrics, SeedsMetrics))}
+
+## Training procedure
+
+{_hyperparameters(cfg, metrics)}
+
+## Limitations
+
+{_limitations(cfg, task, metrics)}
 
 ## Training configuration
 
@@ -78,7 +96,48 @@ Fine-tuned from `{cfg.model.name}` with [seqtune](https://pypi.org/project/seqtu
 {yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()}
 ```
 """
-    (run_dir / MODEL_CARD).write_text(card)
+
+
+def _seeds_rows(metrics: SeedsMetrics) -> str:
+    """A ``--seeds N`` folder: each metric's mean, std and 95% CI over the seeds."""
+    if not metrics.summary:
+        return ""
+    rows = [f"| {name} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['ci95'][0])}-{_fmt(s['ci95'][1])} |"
+            for name, s in metrics.summary.items()]  # fmt: skip
+    return (f"\nOver {metrics.seeds} seeds (each run on its own):\n\n| metric | mean | std | 95% CI |\n"
+            f"|---|---|---|---|\n" + "\n".join(rows) + "\n")  # fmt: skip
+
+
+def _hyperparameters(cfg: RunConfig, metrics: RunMetrics | SeedsMetrics) -> str:
+    """The settings that made the model, as a table (the full config follows the card)."""
+    t = cfg.train
+    rows = [
+        ("base model", cfg.model.name), ("max length (tokens)", cfg.model.max_length or "the model's limit"),
+        ("long inputs", cfg.data.long_inputs), ("pooling", cfg.model.pooling),
+        ("learning rate", t.lr if t.lr is not None else "auto (seqtune.recipe)"),
+        ("epochs", t.epochs if t.epochs is not None else "auto (seqtune.recipe)"), ("batch size", t.batch_size),
+        ("gradient accumulation", t.grad_accum), ("warmup ratio", t.warmup_ratio), ("weight decay", t.weight_decay),
+        ("layer-wise lr decay", t.layer_decay), ("precision", getattr(metrics, "precision", None) or t.precision),
+        ("seed", cfg.seed),
+    ]  # fmt: skip
+    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows)
+
+
+def _limitations(cfg: RunConfig, task: TaskSpec, metrics: RunMetrics | SeedsMetrics) -> str:
+    """What the card's reader should not assume."""
+    data = f"GLUE {cfg.task.upper()}" if cfg.task else f"`{Path(cfg.data.train_file or 'own data').name}`"
+    lines = [
+        f"- Trained and scored on {data} only: expect lower scores on text that differs from it (domain, style, "
+        "language).",
+        "- The scores above are on the validation split that chose the kept checkpoint, so they are slightly "
+        "optimistic; score it once on a test set of your own (`seqtune eval RUN --input FILE`).",
+    ]
+    if not task.is_regression:
+        lines.append(f"- It can only answer with the labels it was trained on ({len(task.label_names)}).")
+    long = getattr(metrics, "long_inputs", None)
+    if long:
+        lines.append(f"- Long texts: {long}.")
+    return "\n".join(lines)
 
 
 def _custom_code(run_dir: Path) -> str | None:
@@ -129,7 +188,7 @@ def card_metadata(name: str, cfg: RunConfig, task: TaskSpec, scores: dict[str, d
     return meta
 
 
-def _usage(run_dir: Path, code: str | None, ensemble: bool) -> str:
+def _usage(run_dir: str, code: str | None, ensemble: bool) -> str:
     """The card's "Use" snippet: seqtune for an ensemble (transformers loads one model), else transformers."""
     if ensemble:
         return f"""```python

@@ -314,7 +314,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         step_size=step_size,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
-        tracker=Tracker(run_dir, t.report_to, enabled=world.is_main),
+        tracker=Tracker(run_dir, t.report_to, enabled=world.is_main, cfg=cfg),
     )
     shape = f" ({t.batch_size} per process x {world.size} processes x {t.grad_accum} accumulation)"
     reporter.info(

@@ -103,7 +103,7 @@ def train(
                     return result(ctx.run_dir, ctx.task, state, completed=False)
             if state.batch_in_epoch >= len(order):
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    return finish(ctx, state)
+        return finish(ctx, state)  # inside: the trackers see the finished run folder when they close
 
 
 def epoch_order(ctx: RunContext, epoch: int) -> list[list[int]]:
