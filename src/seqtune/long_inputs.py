@@ -105,7 +105,8 @@ def per_document(ds: Any, logits: np.ndarray | None, multi_label: bool) -> tuple
 
 
 def _token_offsets(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[tuple[int, int]]]:
-    return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    # verbose=False: these whole-text counts are longer than the model takes by design; no "too long" warning
+    return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
 
 
 def _cut(text: str, offsets: list[tuple[int, int]], budget: int, head_share: float) -> str:

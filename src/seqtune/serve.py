@@ -213,9 +213,10 @@ def create_app(run: str | Path | Any, settings: ServeSettings | None = None) -> 
     """
     fastapi = require("fastapi", "serve")
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    from seqtune.demo_page import demo_page, docs_page
     from seqtune.predict import predict
     from seqtune.runtime import LoadedRun, load_run
 
@@ -244,6 +245,8 @@ def create_app(run: str | Path | Any, settings: ServeSettings | None = None) -> 
         version=__version__,
         lifespan=lifespan,
         description=f"Predictions from {loaded.run_dir.name}: {loaded.task.name} ({loaded.task.problem_type}).",
+        docs_url=None,  # Swagger UI loads from a CDN; GET /docs points at /openapi.json instead (seqtune.demo_page)
+        redoc_url=None,
     )
     app.state.info, app.state.batcher = _model_info(loaded, settings), batcher
     errors = {
@@ -260,6 +263,15 @@ def create_app(run: str | Path | Any, settings: ServeSettings | None = None) -> 
         except RequestError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=exc.status)
         return {"predictions": await batcher.submit(list(zip(texts, pairs or [None] * len(texts), strict=True)))}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        """A page to try the model in a browser (self-contained: no CDN)."""
+        return demo_page(loaded.run_dir.name)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> str:
+        return docs_page(loaded.run_dir.name)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
