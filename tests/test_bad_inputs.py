@@ -25,6 +25,7 @@ from conftest import assert_clean_error, assert_nothing_written, run_cli, snapsh
 from seqtune import predict as P
 from seqtune.cli import build_parser, main, train_overrides
 from seqtune.config import load_config
+from seqtune.predict_stream import predict_file
 from seqtune.training import setup_data
 
 BAD = Path(__file__).parent / "data" / "bad"
@@ -228,7 +229,7 @@ def cached_runs():
 def clean_results(bad_run, cached_runs, tmp_path_factory) -> dict[str, object]:
     """What clean.csv gives in each command: the splits train reads, eval's metrics, predict's records."""
     preds = tmp_path_factory.mktemp("clean-preds") / "preds.jsonl"
-    P.predict_file(P.load_run(bad_run), CLEAN, preds)
+    predict_file(P.load_run(bad_run), CLEAN, preds)
     return {
         "train": _train_splits(CLEAN),
         "eval": P.evaluate_file(P.load_run(bad_run), CLEAN),

@@ -90,7 +90,8 @@ def _long_rows(n: int) -> list[dict]:
 
 
 def test_a_windowed_run_scores_documents_and_every_consumer_combines_windows(tiny_model_dir, tmp_path, capsys):
-    from seqtune.predict import evaluate_file, load_run, predict, predict_file
+    from seqtune.predict import evaluate_file, load_run, predict
+    from seqtune.predict_stream import predict_file
 
     data = write_csv(tmp_path / "long.csv", _long_rows(40))
     out = tmp_path / "run"

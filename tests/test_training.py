@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from seqtune import load_config
 from seqtune.data import load_glue
 from seqtune.errors import SeqtuneError
-from seqtune.predict import evaluate_file, evaluate_run, glue_submission, predict, predict_file
+from seqtune.predict import evaluate_file, evaluate_run, glue_submission, predict
+from seqtune.predict_stream import predict_file
 from seqtune.tasks import get_task
 from seqtune.training import train
 

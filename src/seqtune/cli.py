@@ -76,7 +76,8 @@ def _add_use(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", action="append", help="text to classify (repeatable)")
     p.add_argument("--text-pair", action="append", help="second text of a pair (repeatable)")
     p.add_argument("--input", help="file to predict (csv, tsv, jsonl, parquet)")
-    p.add_argument("--output", help="where --input predictions go (JSON lines)")
+    p.add_argument("--output", help="where --input predictions go: .jsonl, .csv or .parquet")
+    p.add_argument("--resume", action="store_true", help="--input: continue an interrupted prediction into --output")
     p.add_argument("--split", help="a GLUE split to predict, e.g. test")
     p.add_argument("--glue-submission", metavar="DIR", help="write GLUE leaderboard TSVs for --split test here")
     p.add_argument("--data-dir", help="local GLUE folder (default: the one the run used)")
@@ -231,8 +232,11 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.text:
         print(json.dumps(P.predict(run, ns.text, ns.text_pair), indent=1))
     elif ns.input:
-        n = P.predict_file(run, ns.input, ns.output)
-        print(f"wrote {n} predictions to {ns.output}")
+        from seqtune.predict_stream import predict_file
+
+        n = predict_file(run, ns.input, ns.output, resume=ns.resume)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the first process wrote the output
+            print(f"wrote {n} predictions to {ns.output}")
     else:
         for path in P.glue_submission(run, ns.glue_submission, ns.data_dir):
             print(f"wrote {path}")

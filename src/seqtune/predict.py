@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from seqtune.inference import infer_logits
 from seqtune.labels import multi_hot, unlabeled
 from seqtune.long_inputs import LongInputs, aggregate
 from seqtune.metrics import compute_metrics, logits_to_predictions, probabilities
-from seqtune.readers import cell_text, read_table, require_columns
 from seqtune.runtime import LoadedRun, load_run
 from seqtune.tasks import GlueFile, TaskSpec
 
@@ -119,27 +117,6 @@ def predict(
             logits = aggregate(logits, rows.columns["doc"], loaded.task.is_multi_label)
         records += to_records(loaded.task, logits)
     return records
-
-
-def predict_file(run: str | Path | LoadedRun, input_path: str | Path, output_path: str | Path) -> int:
-    """Predict every row of a CSV/TSV/JSONL/Parquet file and write one JSON line per row. Returns the count."""
-    loaded = _as_run(run)
-    table = read_table(input_path)
-    wanted = loaded.input_columns()
-    if not all(c in table.columns for c in wanted) and all(c in table.columns for c in loaded.task.text_columns):
-        wanted = list(loaded.task.text_columns)
-    require_columns(table, {c: f"a file with the column '{c}' (the run's input)" for c in wanted})
-    texts = [cell_text(table, i, wanted[0]) for i in range(len(table.rows))]
-    pairs = [cell_text(table, i, wanted[1]) for i in range(len(table.rows))] if len(wanted) > 1 else None
-    records = predict(loaded, texts, pairs)
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w") as f:
-        for i, rec in enumerate(records):
-            f.write(json.dumps({"row": i, **rec}) + "\n")
-    tmp.replace(out)
-    return len(records)
 
 
 def _glue_data(loaded: LoadedRun, data_dir: str | None) -> DatasetDict:

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,22 @@ def read_text(path: Path) -> str:
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
-    text = read_text(path)
     # StringIO(newline="") splits on \n / \r only: str.splitlines would also break lines at \x0c, \x1c or \u2028
     # inside a text, shifting fields and line numbers.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    header, records = delimited_records(path, io.StringIO(read_text(path), newline=""), delimiter, quoting)
+    rows, lines = [], []
+    for line, row in records:
+        rows.append(row)
+        lines.append(line)
+    return Table(path, header, rows, lines)
+
+
+def delimited_records(
+    path: Path, handle: Any, delimiter: str, quoting: int
+) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The header (checked) and a lazy stream of (line, row) of a CSV/TSV text stream: the one set of rules that
+    reading a whole file and streaming a big one (`seqtune.predict_stream`) share."""
+    reader = csv.reader(handle, delimiter=delimiter, quoting=quoting, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -123,8 +136,10 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
         raise SeqtuneError(
             f"{path} line 1: duplicated column name(s) {clip(duplicated, 200)}; give every column a unique name"
         )
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
+    return header, _delimited_rows(path, reader, header, delimiter)
+
+
+def _delimited_rows(path: Path, reader: Any, header: list[str], delimiter: str) -> Iterator[tuple[int, dict]]:
     line = reader.line_num
     while True:
         start = line + 1
@@ -156,9 +171,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Table:
                 f"{path} line {start}: expected {len(header)} fields as in the header, found {len(values)}; "
                 f"check the delimiter ({'tab' if delimiter == chr(9) else 'comma'}) and quoting on that line"
             )
-        rows.append(dict(zip(header, values, strict=True)))
-        lines.append(start)
-    return Table(path, header, rows, lines)
+        yield start, dict(zip(header, values, strict=True))
 
 
 def _read_jsonl(path: Path) -> Table:
@@ -172,26 +185,34 @@ def _read_jsonl(path: Path) -> Table:
             raise SeqtuneError(f"{path} line {exc.lineno}: invalid JSON ({exc.msg})") from None
         numbered, unit = [(i + 1, r) for i, r in enumerate(records)], "record"
     else:
-        numbered = []
         # split("\n"), not splitlines(): JSON strings may hold a raw U+2028, which splitlines treats as a line end.
-        for n, raw in enumerate(text.split("\n"), start=1):
-            if not raw.strip():
-                continue
-            try:
-                numbered.append((n, json.loads(raw)))
-            except json.JSONDecodeError as exc:
-                raise SeqtuneError(f"{path} line {n}: invalid JSON ({exc.msg}); expected one object per line") from None
+        numbered = list(jsonl_records(path, enumerate(text.split("\n"), start=1)))
     columns: list[str] = []
     for n, record in numbered:
-        if not isinstance(record, dict):
-            raise SeqtuneError(
-                f'{path} {unit} {n}: expected a JSON object like {{"text": ..., "label": ...}}, '
-                f"found {type(record).__name__}"
-            )
+        _check_object(path, unit, n, record)
         columns += [k for k in record if k not in columns]
     # Every row gets every column: a key missing from one record reads as null (an empty value), not a KeyError.
     rows = [{c: r.get(c) for c in columns} for _, r in numbered]
     return Table(path, columns, rows, [n for n, _ in numbered], unit)
+
+
+def jsonl_records(path: Path, numbered_lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    """(line, parsed value) of each non-blank JSON line: the rules reading a whole file and streaming share."""
+    for n, raw in numbered_lines:
+        if not raw.strip():
+            continue
+        try:
+            yield n, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SeqtuneError(f"{path} line {n}: invalid JSON ({exc.msg}); expected one object per line") from None
+
+
+def _check_object(path: Path, unit: str, n: int, record: Any) -> None:
+    if not isinstance(record, dict):
+        raise SeqtuneError(
+            f'{path} {unit} {n}: expected a JSON object like {{"text": ..., "label": ...}}, '
+            f"found {type(record).__name__}"
+        )
 
 
 def _read_parquet(path: Path) -> Table:
