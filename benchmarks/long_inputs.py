@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from records import append
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -116,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes.split(","):
                 if (max_length, mode, seed) in done:
                     continue
-                record = run_one(args.data_dir, max_length, mode, seed, args)
-                print(json.dumps(record), flush=True)
-                records.append(record)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(records, indent=1))
-                args.out.with_suffix(".md").write_text(render(records))
+                append(args.out, records, run_one(args.data_dir, max_length, mode, seed, args), render)
     return 0
 
 

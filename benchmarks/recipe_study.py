@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from records import append
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Recipes are config overrides on top of seqtune's defaults at the time of the run.
@@ -145,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in (int(s) for s in args.seeds.split(",")):
                 if (task, recipe, seed) in done:
                     continue
-                record = run_one(task, recipe, seed, args)
-                print(json.dumps(record), flush=True)
-                records.append(record)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(records, indent=1))
-                args.out.with_suffix(".md").write_text(render(records))
+                append(args.out, records, run_one(task, recipe, seed, args), render)
     return 0
 
 

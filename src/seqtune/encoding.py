@@ -19,9 +19,9 @@ import numpy as np
 from datasets import DatasetDict, Sequence, Value, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
-from seqtune import long_inputs
 from seqtune.labels import multi_hot
 from seqtune.long_inputs import LongInputs
+from seqtune.long_inputs import encode as encode_texts
 from seqtune.progress import hf_progress
 from seqtune.tasks import TaskSpec
 
@@ -56,19 +56,6 @@ def _fingerprint(
     h.update(backend.to_str().encode() if backend is not None else repr(tokenizer.get_vocab()).encode())
     h.update(type(tokenizer).__name__.encode())
     return h.hexdigest()[:20]
-
-
-def encode_texts(
-    tokenizer: PreTrainedTokenizerBase,
-    columns: list[list[str]],
-    max_length: int,
-    long: LongInputs | None = None,
-    training: bool = False,
-) -> dict[str, list]:
-    """Token ids, masks and ``length`` for texts (one list) or pairs (two lists): the one tokenizer call that
-    both `tokenize` (through ``Dataset.map``) and in-memory prediction use. Long inputs as ``long`` says
-    (`seqtune.long_inputs`; windows add ``doc``: the index of each window's text)."""
-    return long_inputs.encode(tokenizer, columns, max_length, long, training)
 
 
 def _encode_fn(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int, long: LongInputs, split: str):

@@ -50,8 +50,9 @@ def encode(
     long: LongInputs | None = None,
     training: bool = False,
 ) -> dict[str, list]:
-    """Token ids and masks for texts (one list) or pairs (two lists), with ``length``; in ``windows`` mode one row per
-    window and ``doc`` (the index of its text in ``columns``)."""
+    """Token ids, masks and ``length`` for texts (one list) or pairs (two lists): the one tokenizer call that both
+    `seqtune.encoding.tokenize` (through ``Dataset.map``) and in-memory prediction use. In ``windows`` mode one row
+    per window, with ``doc`` (the index of its text in ``columns``)."""
     long = long or LongInputs()
     if long.mode == "head_tail":
         columns = _head_tail(tokenizer, columns, max_length)
