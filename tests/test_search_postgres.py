@@ -126,3 +126,44 @@ def test_a_journal_file_holds_a_study_too(tiny_model_dir, toy_csv, tmp_path):
     assert len(first.trials) == 2 and (tmp_path / "study.log").is_file()
     again = search(cfg, n_trials=3, storage=storage, retrain=False)  # resumes: only the third trial runs
     assert [t["number"] for t in again.trials] == [0, 1, 2]
+
+
+def test_a_killed_workers_trial_is_marked_failed_and_its_slot_runs_again(postgres, tiny_model_dir, toy_csv, tmp_path):
+    """A worker SIGKILLed in the middle of a trial stops sending heartbeats; once the grace period (60 s) has passed,
+    the next worker marks that trial failed, and it does not count: that worker runs the whole budget."""
+    import signal
+    import time
+
+    import optuna
+
+    url = postgres.replace("/optuna", "/optuna_kill")
+    import psycopg
+
+    with psycopg.connect(postgres.replace("/optuna", "/postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE optuna_kill")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "seqtune", "search", "--train-file", str(toy_csv), "--model", str(tiny_model_dir),
+           "--max-length", "32", "--trials", "2", "--storage", url, "--quiet", "--no-retrain"]  # fmt: skip
+    doomed = subprocess.Popen([*cmd, "--epochs", "400", "--output", str(tmp_path / "doomed")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    storage = url.replace("postgresql://", "postgresql+psycopg://")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="seqtune", storage=storage).trials
+        except Exception:  # noqa: BLE001 - the study or its tables may not exist yet
+            trials = []
+        if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+            break
+        time.sleep(0.5)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    time.sleep(65)  # past the grace period: the killed trial's last heartbeat is stale
+    done = subprocess.run([*cmd, "--epochs", "1", "--output", str(tmp_path / "next")], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="seqtune", storage=storage)
+    budgeted = [t for t in study.trials if not t.user_attrs.get("over_budget")]
+    states = [t.state.name for t in budgeted]
+    assert states[0] == "FAIL" and sorted(states[1:]) in (["COMPLETE", "COMPLETE"], ["COMPLETE", "PRUNED"]), states
+    assert budgeted[0].user_attrs["baseline"] and budgeted[1].user_attrs["baseline"]  # the run's settings, again

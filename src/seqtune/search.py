@@ -184,8 +184,10 @@ def search(
     # Trials already in the study (from an interrupted run or other workers) count against the budget, so a
     # resumed search or a second worker runs only what is left; each trial checks its slot as it starts.
     optuna.storages.fail_stale_trials(study)
-    if not study.trials:
-        study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True}, skip_if_exists=True)
+    failed = optuna.trial.TrialState.FAIL
+    if not any(t.user_attrs.get("baseline") and t.state != failed for t in study.trials):
+        # a new study, or one whose baseline trial died with its worker: the run's own settings go first
+        study.enqueue_trial(baseline_params(cfg, space), user_attrs={"baseline": True})
     for _ in range(3):  # again when a twin baseline stepped aside or a race was lost (not forever: NaN trials fail)
         if (left := n_trials - _slots_taken(study, None)) <= 0:
             break
@@ -288,7 +290,13 @@ def _storage(optuna: Any, url: str) -> Any:
 def _baseline_twin(study: Any, number: int) -> bool:
     """Whether a baseline trial with a lower number than ``number`` exists (trial numbers come from the storage
     atomically, so exactly one copy of the baseline has none)."""
-    return any(t.user_attrs.get("baseline") and t.number < number for t in study.get_trials(deepcopy=False))
+    import optuna
+
+    failed = optuna.trial.TrialState.FAIL
+    return any(
+        t.user_attrs.get("baseline") and t.number < number and t.state != failed and not t.user_attrs.get("over_budget")
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _slots_taken(study: Any, before: int | None) -> int:
