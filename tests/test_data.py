@@ -444,6 +444,34 @@ def test_held_out_validation_is_seeded_and_stratified(tmp_path):
     assert Counter(first["validation"]["label"]) == {0: 3, 1: 6}  # 10 neg / 20 pos, stratified
 
 
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        ([i % 3 for i in range(200)], "single_label_classification"),  # stratified
+        ([0] * 50 + [1], "single_label_classification"),  # a class of one row: plain split
+        ([0.5 * i for i in range(40)], "regression"),  # never stratified
+    ],
+)
+def test_held_out_rows_are_the_ones_datasets_train_test_split_picks(labels, problem):
+    """Carved validation sets measured before seqtune computed the split itself must stay the same rows."""
+    from datasets import Dataset, Features
+
+    from seqtune.data import hold_out
+
+    label = ClassLabel(names=["a", "b", "c"]) if problem != "regression" else Value("float32")
+    ds = Dataset.from_dict({"idx": list(range(len(labels))), "label": labels},
+                           features=Features({"idx": Value("int64"), "label": label}))  # fmt: skip
+    for seed in (0, 42):
+        ours = hold_out(ds, DataConfig(validation_fraction=0.1), problem, seed)
+        stratify = "label" if problem != "regression" else None
+        try:
+            theirs = ds.train_test_split(0.1, seed=seed, stratify_by_column=stratify)
+        except ValueError:
+            theirs = ds.train_test_split(0.1, seed=seed)
+        assert ours[0]["idx"] == theirs["train"]["idx"]
+        assert ours[1]["idx"] == theirs["test"]["idx"]
+
+
 def test_held_out_validation_needs_rows_and_a_sane_fraction(tmp_path):
     one = _rows_csv(tmp_path / "one.csv", "text,label", ["a,x"])
     with _raises(f"{one}: 1 row(s) is too few to hold out validation rows; add examples or pass --validation-file"):

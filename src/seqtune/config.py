@@ -119,10 +119,13 @@ class DataConfig:
     """Use only the first N rows of each evaluation split."""
     cache_dir: str | None = None
     """Where tokenized datasets are cached; default ``~/.cache/seqtune`` (env ``SEQTUNE_CACHE``)."""
+    num_proc: int | None = _flag("--num-proc", None)
+    """Processes that tokenize (``Dataset.map(num_proc=...)``); ``None``: one."""
 
     def problems(self) -> list[str]:
         out = _at_least_one({"data.max_train_samples": self.max_train_samples,
-                             "data.max_eval_samples": self.max_eval_samples}, null_ok=True)  # fmt: skip
+                             "data.max_eval_samples": self.max_eval_samples, "data.num_proc": self.num_proc},
+                            null_ok=True)  # fmt: skip
         out += _at_least_one({"data.max_windows": self.max_windows}, null_ok=False)
         if isinstance(self.stride, int) and self.stride < 0:
             out.append(f"data.stride: expected 0 or more tokens, found {self.stride}")

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
 from seqtune.config import DataConfig
 from seqtune.errors import SeqtuneError
@@ -325,12 +327,34 @@ def hold_out(train: Dataset, cfg: DataConfig, problem: str, seed: int) -> tuple[
             f"{where}: {len(train)} row(s) is too few to hold out validation rows; "
             "add examples or pass --validation-file"
         )
-    stratify = "label" if problem == "single_label_classification" else None
-    try:
-        parts = train.train_test_split(fraction, seed=seed, stratify_by_column=stratify)
-    except ValueError:  # a class too rare to stratify: fall back to a plain seeded split
-        parts = train.train_test_split(fraction, seed=seed)
-    return parts["train"], parts["test"]
+    n_test = math.ceil(fraction * len(train))
+    if n_test >= len(train):
+        raise SeqtuneError(
+            f"{where}: holding out {fraction:.0%} of {len(train)} row(s) leaves none to train on; "
+            "add examples, lower data.validation_fraction or pass --validation-file"
+        )
+    train_rows, held_rows = split_indices(
+        train.with_format("arrow")[:]["label"].to_numpy() if problem == "single_label_classification" else None,
+        len(train) - n_test,
+        n_test,
+        seed,
+    )
+    return train.select(train_rows), train.select(held_rows)
+
+
+def split_indices(labels: np.ndarray | None, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a seeded train / held-out split, stratified by ``labels`` when given and possible: the rows
+    ``Dataset.train_test_split(seed=seed, stratify_by_column=...)`` picks, computed from the label column in one
+    array (datasets reads the column row by row: 4 minutes for a million rows)."""
+    if labels is not None:
+        try:
+            return next(
+                stratified_shuffle_split_generate_indices(labels, n_train, n_test, rng=np.random.default_rng(seed))
+            )
+        except ValueError:  # a class too rare to stratify: a plain seeded split
+            pass
+    permutation = np.random.default_rng(seed).permutation(n_train + n_test)
+    return permutation[n_test:], permutation[:n_test]
 
 
 def select_samples(dd: DatasetDict, task: TaskSpec, max_train: int | None, max_eval: int | None) -> DatasetDict:

@@ -86,6 +86,7 @@ def tokenize(
     show_progress: bool = True,
     cache: bool = True,
     long: LongInputs | None = None,
+    num_proc: int | None = None,
 ) -> DatasetDict:
     """Tokenize every split (pairs give ``token_type_ids``); reuse the on-disk copy when nothing changed.
 
@@ -115,6 +116,7 @@ def tokenize(
                 # windows change the row count: every input column goes (idx is carried per window)
                 remove_columns=[c for c in ds.column_names if c != "idx" or long.mode == "windows"],
                 desc=f"Tokenizing {split}",
+                num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= 2 * num_proc else None,
                 # The result is cached below as a whole; datasets' own per-map cache of in-memory data is unwanted.
                 keep_in_memory=True,
                 # Our key already identifies the result; without it datasets hashes the tokenizer (seconds).

@@ -119,7 +119,14 @@ def setup_encoded(
                       f"its position embeddings); inputs are cut at {limit}")  # fmt: skip
     long = LongInputs.of(cfg.data)
     encoded = tokenize(
-        raw, task, tokenizer, max_length, cfg.data.cache_dir, show_progress=not reporter.quiet, long=long
+        raw,
+        task,
+        tokenizer,
+        max_length,
+        cfg.data.cache_dir,
+        show_progress=not reporter.quiet,
+        long=long,
+        num_proc=cfg.data.num_proc,
     )
     train = encoded["train"]
     if "doc" in train.column_names:
