@@ -104,6 +104,14 @@ class EncodedRows:
         return {name: [values[i] for i in key] for name, values in self.columns.items()}
 
 
+def column(ds, name: str) -> np.ndarray:
+    """One column of a `datasets.Dataset` (or `EncodedRows`) as an array, read in one columnar pass: a Dataset's
+    ``ds[name]`` is a lazy `Column` that ``np.asarray`` reads row by row (15 s per million rows)."""
+    if isinstance(ds, EncodedRows):
+        return np.asarray(ds[name])
+    return ds.select_columns([name]).with_format("numpy")[:][name]
+
+
 def take_rows(ds, idxs: Sequence[int]) -> list[dict]:
     """Rows ``idxs`` of a `datasets.Dataset` as dicts, fetched in one columnar read (fast, unlike row by row)."""
     columns = ds[list(idxs)]

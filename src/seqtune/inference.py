@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 
-from seqtune.batching import Collator, sorted_order, take_rows
+from seqtune.batching import Collator, column, sorted_order, take_rows
 from seqtune.distributed import World
 from seqtune.errors import SeqtuneError
 from seqtune.long_inputs import per_document
@@ -78,7 +78,7 @@ def infer_logits(
     Rows are run longest-first so each batch carries little padding, then put back in the split's order.
     """
     model.eval()
-    order = sorted_order(ds["length"], batch_size)
+    order = sorted_order(column(ds, "length"), batch_size)
     out: np.ndarray | None = None
     with torch.inference_mode(), autocast(device, precision):
         for idxs in order:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from seqtune.batching import column
 from seqtune.errors import SeqtuneError
 
 MODES = ("truncate", "head_tail", "windows")
@@ -98,10 +99,10 @@ def doc_labels(labels: np.ndarray, doc: list[int] | np.ndarray | None) -> np.nda
 
 def per_document(ds: Any, logits: np.ndarray | None, multi_label: bool) -> tuple[np.ndarray | None, np.ndarray]:
     """A tokenized split's logits (when given) and labels, one row per document (windows combined)."""
-    labels = np.asarray(ds["labels"])
+    labels = column(ds, "labels")
     if "doc" not in ds.column_names:
         return logits, labels
-    doc = np.asarray(ds["doc"])
+    doc = column(ds, "doc")
     return (aggregate(logits, doc, multi_label) if logits is not None else None), doc_labels(labels, doc)
 
 
@@ -205,8 +206,8 @@ def _cap(windows: list[tuple[int, int, dict]], most: int) -> list[tuple[int, int
 def describe(ds: Any, mode: str, max_length: int) -> str:
     """The training split's long texts in one line: how many were cut (truncate, head_tail) or windowed."""
     if "doc" in ds.column_names:
-        return f"windows: {summary(ds['doc'], max_length)}"
-    lengths = np.asarray(ds["length"])
+        return f"windows: {summary(column(ds, 'doc'), max_length)}"
+    lengths = column(ds, "length")
     how = "cut to their first tokens" if mode == "truncate" else "cut to their first and last tokens"
     return f"{mode}: {(lengths >= max_length).mean():.1%} of {len(lengths):,} training texts {how} at {max_length}"
 

@@ -11,6 +11,7 @@ import numpy as np
 from safetensors.torch import load_model as load_weights
 
 from seqtune import runfolder
+from seqtune.batching import column
 from seqtune.long_inputs import describe, per_document
 from seqtune.metrics import compute_metrics, is_better, trivial_baseline, undefined_reason
 from seqtune.model_card import write_model_card
@@ -132,7 +133,7 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
         device=ctx.device.type,
         precision=ctx.precision,
         distributed=ctx.distributed(),
-        train_length_counts=np.bincount(np.asarray(train_ds["length"])).tolist(),
+        train_length_counts=np.bincount(column(train_ds, "length")).tolist(),
         max_length=ctx.max_length,
         long_inputs=describe(train_ds, ctx.cfg.data.long_inputs, ctx.max_length),
         environment=runfolder.environment(),

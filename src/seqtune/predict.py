@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from seqtune.batching import Collator, EncodedRows
+from seqtune.batching import Collator, EncodedRows, column
 from seqtune.data import features_for, load_glue, read_glue_file, read_split, select_samples
 from seqtune.encoding import encode_texts, tokenize
 from seqtune.errors import SeqtuneError
@@ -32,7 +32,9 @@ def logits_for(run: LoadedRun, raw: Dataset, batch_size: int = 128, cache: bool 
     encoded = tokenize(dd, run.task, run.tokenizer, run.max_length, run.cfg.data.cache_dir, False, cache,
                        long=LongInputs.of(run.cfg.data))["predict"]  # fmt: skip
     logits = infer_logits(run.model, encoded, Collator(run.tokenizer), batch_size, run.device, run.precision)
-    return aggregate(logits, encoded["doc"], run.task.is_multi_label) if "doc" in encoded.column_names else logits
+    if "doc" not in encoded.column_names:
+        return logits
+    return aggregate(logits, column(encoded, "doc"), run.task.is_multi_label)
 
 
 def to_records(task: TaskSpec, logits: np.ndarray) -> list[dict[str, Any]]:
@@ -140,7 +142,7 @@ def evaluate_run(
         if split not in dd:
             raise SeqtuneError(f"{loaded.task.name}: no {split} split in the data; check --data-dir")
         logits = logits_for(loaded, dd[split], cache=True)
-        results[split] = compute_metrics(loaded.task, logits, np.asarray(dd[split]["label"]))
+        results[split] = compute_metrics(loaded.task, logits, column(dd[split], "label"))
     return results
 
 

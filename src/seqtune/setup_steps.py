@@ -21,7 +21,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, g
 
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
-from seqtune.batching import Collator
+from seqtune.batching import Collator, column
 from seqtune.config import RunConfig
 from seqtune.data import hold_out, load_custom, load_glue, select_samples, shard_rows
 from seqtune.distributed import World, launch_world
@@ -130,9 +130,9 @@ def setup_encoded(
     )
     train = encoded["train"]
     if "doc" in train.column_names:
-        reporter.info(f"train: {windows_summary(train['doc'], max_length)}")
+        reporter.info(f"train: {windows_summary(column(train, 'doc'), max_length)}")
     else:
-        reporter.info(f"train: {length_profile(train['length'], max_length)}")
+        reporter.info(f"train: {length_profile(column(train, 'length'), max_length)}")
     return tokenizer, encoded, max_length
 
 

@@ -16,7 +16,7 @@ import torch
 
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
-from seqtune.batching import length_grouped_order, random_order, take_rows
+from seqtune.batching import column, length_grouped_order, random_order, take_rows
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
 from seqtune.inference import autocast, evaluate
@@ -111,7 +111,7 @@ def epoch_order(ctx: RunContext, epoch: int) -> list[list[int]]:
     sees exactly the batches an uninterrupted one would."""
     train_ds, seed = ctx.encoded["train"], ctx.cfg.seed
     if ctx.cfg.train.group_by_length:
-        return length_grouped_order(train_ds["length"], ctx.step_size, seed, epoch)
+        return length_grouped_order(column(train_ds, "length"), ctx.step_size, seed, epoch)
     return random_order(len(train_ds), ctx.step_size, seed, epoch)
 
 
