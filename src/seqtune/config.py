@@ -169,6 +169,9 @@ class TrainConfig:
     """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
     early_stopping_patience: int | None = _flag("--early-stopping", None)
     """Stop after this many evaluations without improvement of the task's selection metric."""
+    train_layers: int | None = _flag("--train-layers", None)
+    """Freeze-and-cache: train only the top K encoder layers and the head; the frozen bottom's output is computed once
+    per training example and cached, so steps run only the top K layers (`seqtune.frozen`). ``None``: all train."""
     freeze_embeddings: bool = _flag("--freeze-embeddings", False)
     """Keep the word-embedding matrix fixed: no gradient or optimizer update for its vocab x hidden weights."""
     class_weights: bool = _flag("--class-weights", False)
@@ -204,7 +207,8 @@ class TrainConfig:
         out = _at_least_one({f"train.{k}": getattr(self, k) for k in ("batch_size", "eval_batch_size", "grad_accum",
                              "log_every", "keep_checkpoints", "min_steps")}, null_ok=False)  # fmt: skip
         out += _at_least_one({f"train.{k}": getattr(self, k) for k in ("max_steps", "early_stopping_patience",
-                              "pad_to_multiple_of", "num_threads", "save_every_steps")}, null_ok=True)  # fmt: skip
+                              "pad_to_multiple_of", "num_threads", "save_every_steps", "train_layers")},
+                             null_ok=True)  # fmt: skip
         checks = {
             "lr": (self.lr, lambda v: v > 0, "a positive number"),
             "epochs": (self.epochs, lambda v: v > 0, "a positive number or null (auto)"),

@@ -37,6 +37,7 @@ EXPORT_INFO = "export.json"  # how an export was made and validated; "rejected" 
 SEARCH_FILE = "search.json"  # a search's trials and best parameters (in the search folder and its best run)
 CHECKPOINTS = "checkpoints"  # step-N/ folders (.tmp-step-N/ while one is written) and best/
 BEST_CHECKPOINT = "best"  # the kept (best) evaluation's weights and predictions, inside CHECKPOINTS
+FEATURE_CACHE = "features"  # --train-layers: the frozen bottom's cached output, inside CHECKPOINTS
 # inside a checkpoint folder (WEIGHTS_FILE too)
 CKPT_STATE = "state.json"  # the loop's progress (seqtune.state.LoopState)
 CKPT_OPTIMIZER = "optimizer.pt"

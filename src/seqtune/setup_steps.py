@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from datasets import DatasetDict
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup, set_seed
@@ -27,6 +26,7 @@ from seqtune.data import hold_out, load_custom, load_glue, select_samples, shard
 from seqtune.distributed import World, launch_world
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
+from seqtune.frozen import FeatureCache, build_cache, freeze_bottom
 from seqtune.inference import resolve_precision
 from seqtune.long_inputs import LongInputs
 from seqtune.long_inputs import summary as windows_summary
@@ -58,6 +58,7 @@ class RunContext:
     scheduler: Any
     collator: Collator
     loss_weights: torch.Tensor | None  # class weights, when asked for
+    features: FeatureCache | None  # --train-layers: the frozen bottom's output per training example
     precision: str
     lr: float  # train.lr, or its automatic value for the task
     tune_threshold: bool  # train.tune_threshold, or its automatic value (on for multi-label)
@@ -281,11 +282,13 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
         dropout=cfg.model.dropout,
-        label_prior=np.asarray(encoded["train"]["labels"]) if prior_init(cfg, task) else None,
+        label_prior=column(encoded["train"], "labels") if prior_init(cfg, task) else None,
         pooling=cfg.model.pooling,
     )
     if cfg.model.reinit_layers and not resume_from:
         reinit_top_layers(model, cfg.model.reinit_layers)
+    if t.train_layers:  # before `prepare`: a distributed model only syncs the parameters that train
+        freeze_bottom(model, t.train_layers)
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     model = world.accelerator.prepare(model)
@@ -297,9 +300,18 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     epochs = t.epochs if t.epochs is not None else auto_epochs(steps_per_epoch, t.min_steps, t.max_auto_epochs)
     total_steps = t.max_steps or math.ceil(epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
-    weights = class_weights(task, train_ds["labels"]).to(device) if t.class_weights and task.num_labels > 1 else None
+    weighted = t.class_weights and task.num_labels > 1
+    weights = class_weights(task, column(train_ds, "labels")).to(device) if weighted else None
     unwrapped = world.accelerator.unwrap_model(model)
     state = setup_state(cfg, world, run_dir, resume_from, unwrapped, optimizer, scheduler, reporter)
+    collator = Collator(tokenizer, t.pad_to_multiple_of, max_length if t.fixed_length else None)
+    precision = resolve_precision(t.precision, device)
+    features = None
+    if t.train_layers:  # after the resumed weights are in: the cache is computed from the frozen bottom's own
+        with world.accelerator.main_process_first():  # one process computes the cache, the others read it
+            folder = run_dir / runfolder.CHECKPOINTS / runfolder.FEATURE_CACHE
+            features = build_cache(unwrapped, train_ds, collator, t.train_layers, folder, device, precision)
+        state.train_seconds += features.build_seconds
     ctx = RunContext(
         cfg=cfg,
         world=world,
@@ -313,9 +325,10 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        collator=Collator(tokenizer, t.pad_to_multiple_of, max_length if t.fixed_length else None),
+        collator=collator,
         loss_weights=weights,
-        precision=resolve_precision(t.precision, device),
+        precision=precision,
+        features=features,
         lr=lr,
         tune_threshold=task.is_multi_label if t.tune_threshold is None else t.tune_threshold,
         step_size=step_size,

@@ -156,7 +156,8 @@ def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
     loss_total, tokens, padded = 0.0, 0, 0
     starts = range(0, len(idxs), t.batch_size)
     for start in starts:
-        batch = ctx.collator(take_rows(ctx.encoded["train"], idxs[start : start + t.batch_size]))
+        rows = idxs[start : start + t.batch_size]
+        batch = ctx.collator(take_rows(ctx.encoded["train"], rows))
         if weight:  # counted on the host copy: no extra device sync
             tokens += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
@@ -166,7 +167,10 @@ def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
         sync = contextlib.nullcontext() if start == starts[-1] else accelerator.no_sync(ctx.model)
         with sync:
             with autocast(accelerator.device, ctx.precision):
-                logits = ctx.model(**batch).logits
+                if ctx.features is None:
+                    logits = ctx.model(**batch).logits
+                else:  # --train-layers: the top layers on the frozen bottom's cached output
+                    logits = ctx.features.logits(ctx.model, ctx.unwrapped, rows, batch)
             loss = loss_sum(ctx.task, logits, labels, ctx.loss_weights) * weight
             accelerator.backward(loss)
         loss_total += loss.item()  # a sync point, once per micro-batch: cheap next to the backward pass
