@@ -6,13 +6,19 @@ Contenders, on the same packaged MiniLM and the same GLUE MRPC files, alternatin
   (a2) course-bf16:  the same with `bf16=True`. Skipped on CPUs without native bf16 (AVX512-BF16 / AMX), where
                      bf16 matmuls are emulated and far slower than fp32 (say `--force-bf16` to run it anyway).
   (b)  seqtune:      `seqtune train mrpc` with its defaults.
+  (c)  seqtune-top2: the same with `--train-layers 2` (freeze-and-cache: the top 2 of 6 layers train on the
+                     frozen bottom's cached output; building the cache counts as training time).
 Each contender runs in its own process (clean peak RSS). Every run evaluates on dev every ~1/6 epoch so the
 time until dev F1 first reaches the course recipe's final F1 can be read off; evaluation time is excluded from
-training time for all of them. The same run measures fp32 and bf16 matmul peaks for model-FLOPs utilization.
+training time for all of them. The same run measures fp32 and bf16 matmul peaks for model-FLOPs utilization; each
+contender's MFU is measured against the peak of the precision it trained in (`machine.peak_for`), counting the
+FLOPs of the layers it runs (6 x parameters x tokens for a full step; a freeze-and-cache step runs the top K
+layers only, and its cache pass 2 x the bottom's parameters x tokens once).
 
     python benchmarks/train_speed.py --glue-dir ../shared/glue [--seeds 3] [--quick]
 
-Writes benchmarks/results/train_speed.json and .md (or --out DIR).
+Writes benchmarks/results/train_speed-<class>.json and .md, ``<class>`` being the machine's class (``bf16``: native
+bf16 matmuls; ``avx2``: emulated), with the CPU model, flags and threads in ``machine``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDERS = ("course", "course-bf16", "seqtune")
+from machine import describe, peak_for
+
+CONTENDERS = ("course", "course-bf16", "seqtune", "seqtune-top2")
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -120,11 +128,13 @@ def _course(args: argparse.Namespace, bf16: bool) -> dict:
         "real_tokens": counts["real"],
         "padded_tokens": counts["padded"],
         "samples": len(tokenized["train"]) * epochs,
+        "epochs": epochs,
         "evals": evals,
+        "precision": "bf16" if bf16 else "fp32",
     }
 
 
-def _seqtune(args: argparse.Namespace) -> dict:
+def _seqtune(args: argparse.Namespace, train_layers: int | None = None) -> dict:
     from seqtune import load_config
     from seqtune.training import train
 
@@ -138,6 +148,8 @@ def _seqtune(args: argparse.Namespace) -> dict:
     ]
     if args.quick:
         overrides += ["data.max_train_samples=800", "train.epochs=1"]
+    if train_layers:
+        overrides.append(f"train.train_layers={train_layers}")
     cfg = load_config(None, overrides)
     steps_per_epoch = -(-(800 if args.quick else 3668) // cfg.train.batch_size)
     cfg.train.eval_every = max(1, steps_per_epoch // 6)
@@ -154,13 +166,19 @@ def _seqtune(args: argparse.Namespace) -> dict:
         "real_tokens": real,
         "padded_tokens": real / (1 - metrics["padding_share"]),
         "samples": (800 if args.quick else 3668) * (cfg.train.epochs or 3),
+        "epochs": cfg.train.epochs or 3,
         "evals": evals,
+        "precision": metrics["precision"],
+        "train_layers": train_layers,
     }
 
 
 def worker(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    out = _seqtune(args) if args.worker == "seqtune" else _course(args, bf16=args.worker == "course-bf16")
+    if args.worker.startswith("seqtune"):
+        out = _seqtune(args, train_layers=2 if args.worker == "seqtune-top2" else None)
+    else:
+        out = _course(args, bf16=args.worker == "course-bf16")
     out["wall_seconds"] = time.perf_counter() - started
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["final"] = out["evals"][-1]
@@ -185,12 +203,33 @@ def matmul_peak(dtype_name: str, n: int, budget: float = 20.0) -> float:
     return best
 
 
-def non_embedding_params() -> int:
+def non_embedding_params() -> dict[str, int]:
+    """MiniLM's matmul parameters: per encoder layer, the number of layers, and the rest outside the embeddings."""
+    from seqtune.frozen import encoder_layers
     from seqtune.modeling import load_model, resolve_model
     from seqtune.tasks import get_task
 
     model = load_model(resolve_model("minilm"), get_task("mrpc"))
-    return sum(p.numel() for n, p in model.named_parameters() if ".embeddings." not in n)
+    layers = encoder_layers(model).layers
+    total = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." not in n)
+    per_layer = sum(p.numel() for p in layers[0].parameters())
+    return {"layer": per_layer, "layers": len(layers), "other": total - per_layer * len(layers)}
+
+
+def run_flops(run: dict, params: dict[str, int]) -> float:
+    """Model FLOPs of one run: 6 x parameters x real tokens for the layers that train (forward and backward), plus,
+    with freeze-and-cache, 2 x the frozen layers' parameters x one epoch's tokens (the cache pass, forward only).
+
+    Example:
+        >>> p = {"layer": 10, "layers": 6, "other": 4}
+        >>> full, top2 = {"real_tokens": 30, "epochs": 3}, {"real_tokens": 30, "epochs": 3, "train_layers": 2}
+        >>> run_flops(full, p), run_flops(top2, p)
+        (11520.0, 5120.0)
+    """
+    k = run.get("train_layers") or params["layers"]
+    trained = 6 * (k * params["layer"] + params["other"]) * run["real_tokens"]
+    frozen = 2 * (params["layers"] - k) * params["layer"] * run["real_tokens"] / run.get("epochs", 1)
+    return trained + frozen
 
 
 def first_reach(evals: list[dict], target: float) -> float | None:
@@ -200,7 +239,7 @@ def first_reach(evals: list[dict], target: float) -> float | None:
     return None
 
 
-def summarize(runs: dict[str, list[dict]], peaks: dict[str, float], params: int) -> dict:
+def summarize(runs: dict[str, list[dict]], peaks: dict[str, float], params: dict[str, int]) -> dict:
     target = statistics.mean(r["final"]["f1"] for r in runs["course"])
     out = {}
     for name, rs in runs.items():
@@ -209,11 +248,8 @@ def summarize(runs: dict[str, list[dict]], peaks: dict[str, float], params: int)
         secs = statistics.mean(r["train_seconds"] for r in rs)
         toks = statistics.mean(r["real_tokens"] / r["train_seconds"] for r in rs)
         reach = [first_reach(r["evals"], target) for r in rs]
-        peak = (
-            peaks["bfloat16"]
-            if name == "course-bf16" or (name == "seqtune" and rs[0].get("bf16"))
-            else peaks["float32"]
-        )
+        peak = peak_for(rs[0]["precision"], peaks)
+        flops_per_s = statistics.mean(run_flops(r, params) / r["train_seconds"] for r in rs)
         out[name] = {
             "runs": len(rs),
             "real_tokens_per_s": toks,
@@ -226,35 +262,44 @@ def summarize(runs: dict[str, list[dict]], peaks: dict[str, float], params: int)
             "final_accuracy": statistics.mean(r["final"]["accuracy"] for r in rs),
             "final_f1": statistics.mean(r["final"]["f1"] for r in rs),
             "final_f1_per_seed": [r["final"]["f1"] for r in rs],
-            "mfu": 6 * params * toks / (peak * 1e9),
+            "precision": rs[0]["precision"],
+            "mfu": flops_per_s / (peak * 1e9),
         }
     return {"course_final_f1": target, "contenders": out}
+
+
+def machine_line(meta: dict) -> str:
+    """The machine in one line; results from before `machine.describe` carry only ``cpu`` and ``threads``."""
+    m = meta.get("machine") or {"cpu": meta.get("cpu", "?"), "flags": [], "threads": meta.get("threads", "?")}
+    flags = ", ".join(m["flags"]) or "flags not recorded"
+    return f"{m['cpu']} ({flags}), {m['threads']} threads"
 
 
 def markdown(summary: dict, peaks: dict, meta: dict) -> str:
     rows = summary["contenders"]
     lines = [
-        f"Machine: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}; "
+        f"Machine: {machine_line(meta)}, torch {meta['torch']}; "
         f"matmul peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.1f} GFLOP/s; "
         f"seeds {meta['seeds']}; quick={meta['quick']}. "
         f"Course final dev F1 (target): {summary['course_final_f1']:.4f}.",
         "",
-        "| contender | real tok/s | samples/s | padding | peak RSS MB | train s | s to course F1 | dev acc | dev F1 "
-        "| MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| contender | precision | real tok/s | samples/s | padding | peak RSS MB | train s | s to course F1 | dev acc "
+        "| dev F1 | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         reach = f"{r['seconds_to_course_f1']:.0f}" if r["seconds_to_course_f1"] is not None else "never"
         lines.append(
-            f"| {name} | {r['real_tokens_per_s']:,.0f} | {r['samples_per_s']:.1f} | {r['padding_share']:.1%} | "
+            f"| {name} | {r.get('precision', '-')} | {r['real_tokens_per_s']:,.0f} | {r['samples_per_s']:.1f} | "
+            f"{r['padding_share']:.1%} | "
             f"{r['peak_rss_mb']:.0f} | {r['train_seconds']:.0f} | {reach} | {r['final_accuracy']:.4f} | "
             f"{r['final_f1']:.4f} | {r['mfu']:.1%} |"
         )
-    for base in ("course", "course-bf16"):
-        if base in rows and "seqtune" in rows:
-            b, s = rows[base], rows["seqtune"]
+    for base, mine in [(b, s) for b in ("course", "course-bf16") for s in ("seqtune", "seqtune-top2")]:
+        if base in rows and mine in rows:
+            b, s = rows[base], rows[mine]
             lines.append(
-                f"\nseqtune / {base}: tokens/s {s['real_tokens_per_s'] / b['real_tokens_per_s']:.2f}x, "
+                f"\n{mine} / {base}: tokens/s {s['real_tokens_per_s'] / b['real_tokens_per_s']:.2f}x, "
                 f"training time {s['train_seconds'] / b['train_seconds']:.2f}x"
                 + (f", time to the course's F1 {s['seconds_to_course_f1'] / b['train_seconds']:.2f}x of its "
                    "training time" if s["seconds_to_course_f1"] is not None else "")
@@ -281,8 +326,6 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-
-    import platform
 
     import torch
 
@@ -319,15 +362,15 @@ def main() -> None:
                       f"final acc {r['final']['accuracy']:.4f} F1 {r['final']['f1']:.4f}", flush=True)  # fmt: skip
     summary = summarize(runs, peaks, non_embedding_params())
     meta = {
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        "machine": describe(torch.get_num_threads()),
+        "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "seeds": args.seeds,
         "quick": args.quick,
         "skipped": skipped,
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    stem = Path(args.out) / ("train_speed_quick" if args.quick else "train_speed")
+    stem = Path(args.out) / f"train_speed{'_quick' if args.quick else ''}-{meta['machine']['class']}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "peaks": peaks, "summary": summary, "runs": runs}))
     table = markdown(summary, peaks, meta)
     stem.with_suffix(".md").write_text(table)

@@ -107,3 +107,38 @@ def test_every_docs_page_is_linked_from_the_readme():
     linked = {resolved for _, resolved, _ in relative_links(README)}
     missing = [str(p.relative_to(ROOT)) for p in DOCS if p.resolve() not in linked]
     assert not missing, f"not linked from README.md: {missing}"
+
+
+def test_rendered_tables_match_the_benchmark_results():
+    """The README's and docs' speed tables are rendered from benchmarks/results/, never typed by hand."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_tables.py"), "--check"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_benchmark_mfu_is_measured_against_the_precision_it_ran_in():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        speed = importlib.import_module("train_speed")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    final = {"train_seconds": 10.0, "f1": 0.9, "accuracy": 0.8}
+    run = {"train_seconds": 10.0, "real_tokens": 1000, "padded_tokens": 1100, "samples": 30, "epochs": 3,
+           "wall_seconds": 11.0, "peak_rss_mb": 1.0, "evals": [final], "final": final}  # fmt: skip
+    params = {"layer": 100, "layers": 6, "other": 50}
+    peaks = {"float32": 1.0, "bfloat16": 4.0}
+    runs = {"course": [{**run, "precision": "fp32"}], "seqtune": [{**run, "precision": "bf16"}],
+            "seqtune-top2": [{**run, "precision": "bf16", "train_layers": 2}]}  # fmt: skip
+    summary = speed.summarize(runs, peaks, params)
+    rows = summary["contenders"]
+    flops_per_s = 6 * (6 * 100 + 50) * 1000 / 10.0
+    assert rows["course"]["mfu"] == pytest.approx(flops_per_s / 1e9)
+    assert rows["seqtune"]["mfu"] == pytest.approx(flops_per_s / 4e9)  # same work, against the bf16 peak
+    top2 = (6 * (2 * 100 + 50) * 1000 + 2 * 4 * 100 * 1000 / 3) / 10.0
+    assert rows["seqtune-top2"]["mfu"] == pytest.approx(top2 / 4e9)

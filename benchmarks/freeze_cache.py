@@ -1,0 +1,118 @@
+"""Freeze-and-cache against full fine-tuning: training time, tokens/s-equivalent and dev score per GLUE task.
+
+    python benchmarks/freeze_cache.py --glue-dir ../shared/glue --tasks mrpc,rte,cola,stsb --layers full,1,2,3 \\
+        --seeds 42,43,44 [--threads 1]
+
+Each (task, contender, seed) is one `seqtune.train` run with the defaults; a contender ``K`` adds
+``--train-layers K`` (the top K of MiniLM's 6 layers train, the bottom's output is cached), ``full`` trains every
+layer. Training seconds include building the cache. "tokens/s-equivalent" is the real (unpadded) training tokens of
+the whole run divided by its training seconds, the same count for every contender, so it compares like with like.
+The dev split is scored once per run at its kept checkpoint; nothing is chosen on it. Results are appended to
+``benchmarks/results/freeze_cache.json`` as they finish (a rerun skips what is there); ``freeze_cache.md`` is
+rendered from all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from records import append
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict:
+    from seqtune import load_config, train
+    from seqtune.inference import cpu_flags
+
+    overrides = [f"task={task}", f"data.data_dir={args.glue_dir}", f"seed={seed}", "quiet=true", *args.set]
+    if layers != "full":
+        overrides.append(f"train.train_layers={layers}")
+    if args.threads:
+        overrides.append(f"train.num_threads={args.threads}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(None, [*overrides, f"output={tmp}/run", "overwrite=true"])
+        started = time.perf_counter()
+        result = train(cfg)
+        wall = time.perf_counter() - started
+        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+    best = result.best or {}
+    return {
+        "task": task,
+        "layers": layers,
+        "seed": seed,
+        "selection_metric": result.task.selection_metric,
+        "score": best.get("score"),
+        "dev": best.get("metrics", {}).get(result.task.eval_splits[0], {}),
+        "train_seconds": round(result.train_seconds, 1),
+        "wall_seconds": round(wall, 1),
+        "tokens_per_second": round(result.tokens_per_second),
+        "precision": metrics.get("precision"),
+        "threads": args.threads or "all",
+        "cpu": " ".join(cpu_flags()) or "avx2 only",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def render(records: list[dict]) -> str:
+    lines = [
+        "# Freeze-and-cache (`--train-layers K`) against full fine-tuning, MiniLM, GLUE dev",
+        "",
+        "| task | layers trained | metric | mean | std | seeds | train s | x full's speed | tok/s-equivalent | "
+        "precision | threads | cpu |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["layers"]), []).append(r)
+    order = {"full": 0, "1": 1, "2": 2, "3": 3}
+    for (task, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+        scores = [r["score"] for r in rs]
+        secs = statistics.fmean(r["train_seconds"] for r in rs)
+        full = groups.get((task, "full"))
+        ratio = f"{statistics.fmean(r['train_seconds'] for r in full) / secs:.2f}x" if full else "-"
+        lines.append(
+            f"| {task} | {'all 6' if layers == 'full' else f'top {layers}'} | {rs[0]['selection_metric']} | "
+            f"{statistics.fmean(scores):.4f} | {statistics.stdev(scores) if len(scores) > 1 else 0.0:.4f} | "
+            f"{len(rs)} | {secs:.0f} | {ratio} | {statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | "
+            f"{rs[0]['precision']} | {rs[0]['threads']} | {rs[0]['cpu']} |"
+        )
+    lines += [
+        "",
+        "Scores: the kept checkpoint's dev score (seqtune's defaults otherwise: automatic epochs and learning rate, "
+        "mean pooling). Train seconds include computing the frozen bottom's cache (one forward pass over the "
+        "training set). Machine: 2-core VM; " + ", ".join(sorted({f"{r['date']}: {r['cpu']}" for r in records})) + ". "
+        "Runs with 1 thread shared the machine with one other 1-thread job: compare rows of one task, not seconds "
+        "across days.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--glue-dir", type=Path, default=Path("../shared/glue"))
+    p.add_argument("--tasks", default="mrpc,rte,cola,stsb")
+    p.add_argument("--layers", default="full,1,2,3")
+    p.add_argument("--seeds", default="42", help="comma-separated seeds")
+    p.add_argument("--threads", type=int, help="torch threads per run (1 when another job shares the machine)")
+    p.add_argument("--set", action="append", default=[], help="extra override for every run (key=value)")
+    p.add_argument("--out", type=Path, default=RESULTS / "freeze_cache.json")
+    args = p.parse_args(argv)
+    records = json.loads(args.out.read_text()) if args.out.is_file() else []
+    done = {(r["task"], r["layers"], r["seed"]) for r in records}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for task in args.tasks.split(","):
+            for layers in args.layers.split(","):
+                if (task, layers, seed) not in done:
+                    append(args.out, records, run_one(task, layers, seed, args), render)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

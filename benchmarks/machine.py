@@ -1,0 +1,51 @@
+"""The machine a benchmark ran on, recorded with every result: CPU model, the flags that decide bf16 and int8 speed,
+threads, and the machine class its tables are grouped by."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
+
+
+def cpuinfo() -> tuple[str, list[str]]:
+    """The CPU model name and which of `FLAGS` it has (from /proc/cpuinfo; empty where there is none)."""
+    path = Path("/proc/cpuinfo")
+    text = path.read_text() if path.is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    present = set(flags_line.split(":", 1)[1].split()) if flags_line else set()
+    return model or platform.processor() or platform.machine(), [f for f in FLAGS if f in present]
+
+
+def machine_class(flags: list[str]) -> str:
+    """``bf16`` for CPUs with native bf16 matmuls (AVX512-BF16 or AMX), else ``avx2`` (bf16 emulated).
+
+    Example:
+        >>> machine_class(["avx2", "avx512_bf16"]), machine_class(["avx2"])
+        ('bf16', 'avx2')
+    """
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "avx2"
+
+
+def describe(threads: int | None = None) -> dict:
+    """What goes into a result file's ``machine`` field."""
+    model, flags = cpuinfo()
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    return {"cpu": model, "flags": flags, "class": machine_class(flags), "threads": threads, "cores": os.cpu_count()}
+
+
+def peak_for(precision: str, peaks: dict[str, float]) -> float:
+    """The matmul peak (GFLOP/s) a contender's model-FLOPs utilisation is measured against: the peak of the precision
+    it trained in.
+
+    Example:
+        >>> peak_for("bf16", {"float32": 200.0, "bfloat16": 800.0}), peak_for("fp32", {"float32": 200.0})
+        (800.0, 200.0)
+    """
+    return peaks["bfloat16"] if precision == "bf16" else peaks["float32"]
