@@ -1,14 +1,18 @@
 """Inference speed, side by side in one run: `seqtune predict` vs a transformers `pipeline("text-classification")`.
 
 Same saved model, same inputs (every MRPC dev + test sentence pair), same process, alternating rounds. Reports
-sentence pairs per second, p50/p99 latency of a 32-pair request, label agreement with seqtune's PyTorch
+sentence pairs per second, p50/p99 latency of a 32-pair request, label agreement with seqtune's float32 PyTorch
 predictions, accuracy on the 408 labelled dev pairs, and model-FLOPs utilization: 2 x non-embedding parameters x
-real tokens/s over the fp32 matmul peak measured in the same run (what share of the machine each one uses).
+real tokens/s over the matmul peak, measured in the same run, of the precision the contender computes in (bf16 for
+`seqtune predict` where the CPU has native bf16, which `precision: auto` then picks; fp32 otherwise; int8 ONNX
+against the fp32 peak, so it can pass 100%).
 
 With the export extra installed, `seqtune predict` also runs the run's ONNX export and its dynamic int8
 quantization (made here with `seqtune.export_run`; the int8 one is kept whatever its agreement, and reported).
 
     python benchmarks/infer_speed.py --glue-dir ../shared/glue [--run runs/mrpc] [--rounds 2] [--no-onnx]
+
+Results: ``benchmarks/results/infer_speed-<class>.{json,md}`` (``bf16`` or ``avx2``, see `machine.py`).
 
 Without --run it saves the packaged MiniLM with a fresh MRPC head as a run folder (2 training steps): speed
 does not depend on the weights, but agreement and accuracy then mean little; pass a trained run for those.
@@ -25,10 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import describe, peak_for
 from train_speed import matmul_peak, non_embedding_params
 
 REQUEST = 32  # pairs per latency-measured request
-REFERENCE = "seqtune predict"  # agreement is measured against this contender's labels
+OURS = "seqtune predict"  # precision auto: bf16 where native
+REFERENCE = "seqtune predict, fp32"  # agreement is measured against this contender's labels
 
 
 def make_run(glue_dir: str, work: str) -> Path:
@@ -82,7 +88,10 @@ def main() -> None:
     s1, s2 = s1[: args.pairs], s2[: args.pairs]
     dev_labels = list(dd["validation"]["label"])[: len(s1)]
     pairs = [{"text": a, "text_pair": b} for a, b in zip(s1, s2, strict=True)]
-    runs = {REFERENCE: load_run(run_dir)}
+    from seqtune.inference import resolve_precision
+
+    runs = {OURS: load_run(run_dir), REFERENCE: load_run(run_dir, precision="fp32")}
+    precisions = {OURS: resolve_precision("auto", torch.device("cpu")), REFERENCE: "fp32"}
     onnx = not args.no_onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnxscript"))
     if onnx:
         runs |= {name: load_run(path) for name, path in make_exports(run_dir, args.glue_dir, work).items()}
@@ -114,40 +123,49 @@ def main() -> None:
                 request(sl)
                 latency[name].append(time.perf_counter() - t)
     # Measured after the contenders, in the same process: best of two sizes (see train_speed.py).
-    peak = max(matmul_peak("float32", n, 10.0) for n in (1024, 2048))
-    params = non_embedding_params()
+    machine = describe(torch.get_num_threads())
+    peaks = {"float32": max(matmul_peak("float32", n, 10.0) for n in (1024, 2048))}
+    peaks["bfloat16"] = matmul_peak("bfloat16", 2048) if machine["class"] == "bf16" else 0.0
+    counts = non_embedding_params()
+    params = counts["layer"] * counts["layers"] + counts["other"]
     base = statistics.mean(throughput["pipeline (default, batch 1)"])
     base32 = statistics.mean(throughput["pipeline (batch_size=32)"])
     reference = outputs[REFERENCE]
     lines = [
         f"{len(pairs)} MRPC dev+test pairs ({tokens / len(pairs):.1f} tokens each on average), torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, fp32 matmul peak "
-        f"{peak:.0f} GFLOP/s; run {run_dir}",
+        f"{torch.__version__}, {args.rounds} rounds, matmul peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 "
+        f"{peaks['bfloat16']:.0f}; machine: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['threads']} "
+        f"threads, {time.strftime('%Y-%m-%d')}; run {run_dir}",
         "",
-        f"| contender | pairs/s | p50 ({REQUEST} pairs) | p99 | vs pipeline default | vs pipeline b32 | MFU | "
-        f"agrees with PyTorch | dev accuracy |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| contender | precision | pairs/s | p50 ({REQUEST} pairs) | p99 | vs pipeline default | vs pipeline b32 | "
+        f"MFU | agrees with fp32 PyTorch | dev accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    results = {"pairs": len(pairs), "tokens": tokens, "peak_gflops": peak, "run": str(run_dir), "contenders": {}}
+    results = {"pairs": len(pairs), "tokens": tokens, "peaks": peaks, "run": str(run_dir), "machine": machine,
+               "date": time.strftime("%Y-%m-%d"), "contenders": {}}  # fmt: skip
     for name in contenders:
         rate = statistics.mean(throughput[name])
         p50, p99 = percentile(latency[name], 50), percentile(latency[name], 99)
-        mfu = 2 * params * tokens / len(pairs) * rate / (peak * 1e9)
+        precision = precisions.get(name, "int8" if "int8" in name else "fp32")
+        mfu = 2 * params * tokens / len(pairs) * rate / (peak_for(precision, peaks) * 1e9)
         labels = outputs[name]
         agree = sum(a == b for a, b in zip(labels, reference, strict=True)) / len(labels)
         accuracy = sum(names[y] == p for y, p in zip(dev_labels, labels, strict=False)) / len(dev_labels)
         results["contenders"][name] = {"pairs_per_s": rate, "p50_s": p50, "p99_s": p99, "mfu": mfu,
-                                       "agreement": agree, "dev_accuracy": accuracy}  # fmt: skip
-        lines.append(f"| {name} | {rate:,.0f} | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {rate / base:.2f}x | "
-                     f"{rate / base32:.2f}x | {mfu:.1%} | {agree:.2%} | {accuracy:.4f} |")  # fmt: skip
-    ceiling = peak * 1e9 / (2 * params * tokens / len(pairs))
+                                       "agreement": agree, "dev_accuracy": accuracy,
+                                       "precision": precision}  # fmt: skip
+        cells = [name, precision, f"{rate:,.0f}", f"{p50 * 1000:.0f} ms", f"{p99 * 1000:.0f} ms", f"{rate / base:.2f}x",
+                 f"{rate / base32:.2f}x", f"{mfu:.1%}", f"{agree:.2%}", f"{accuracy:.4f}"]  # fmt: skip
+        lines.append(f"| {' | '.join(cells)} |")
+    ceiling = peaks["float32"] * 1e9 / (2 * params * tokens / len(pairs))
     results["fp32_ceiling_pairs_per_s"] = ceiling
     lines += ["", f"At 100% of the fp32 matmul peak the model's own FLOPs allow {ceiling:,.0f} pairs/s: "
               f"{ceiling / base:.1f}x the pipeline's default."]  # fmt: skip
     table = "\n".join(lines) + "\n"
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "infer_speed.json").write_text(json.dumps(results))
-    (Path(args.out) / "infer_speed.md").write_text(table)
+    stem = Path(args.out) / f"infer_speed-{machine['class']}"
+    stem.with_suffix(".json").write_text(json.dumps(results))
+    stem.with_suffix(".md").write_text(table)
     print(table)
 
 

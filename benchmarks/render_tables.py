@@ -4,7 +4,8 @@ its machine. No figure in those blocks is typed by hand.
     python benchmarks/render_tables.py           # rewrite the blocks
     python benchmarks/render_tables.py --check   # exit 1 when a block differs from the results (the tests run this)
 
-A block sits between ``<!-- rendered:NAME -->`` and ``<!-- /rendered:NAME -->`` in a Markdown page.
+A block sits between ``<!-- rendered:NAME -->`` and ``<!-- /rendered:NAME -->`` in a Markdown page: ``speed`` is
+built here, any other NAME is ``benchmarks/results/NAME.md`` (the benchmark's own rendering) without its title.
 """
 
 from __future__ import annotations
@@ -59,7 +60,16 @@ def speed_tables(results: Path = RESULTS) -> str:
 
 
 BLOCKS = {"speed": speed_tables}
-PAGES = (ROOT / "README.md", ROOT / "docs" / "performance.md")
+PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+
+
+def block(name: str) -> str:
+    if name in BLOCKS:
+        return BLOCKS[name]()
+    lines = (RESULTS / f"{name}.md").read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines).strip() + "\n"
 
 
 def render_page(text: str) -> str:
@@ -67,7 +77,7 @@ def render_page(text: str) -> str:
 
     def fill(match: re.Match) -> str:
         name = match.group(1)
-        return f"<!-- rendered:{name} -->\n{BLOCKS[name]()}<!-- /rendered:{name} -->"
+        return f"<!-- rendered:{name} -->\n{block(name)}<!-- /rendered:{name} -->"
 
     return re.sub(r"<!-- rendered:(\w+) -->\n.*?<!-- /rendered:\1 -->", fill, text, flags=re.S)
 
