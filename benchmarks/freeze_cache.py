@@ -5,8 +5,9 @@
 
 Each (task, contender, seed) is one `seqtune.train` run with the defaults; a contender ``K`` adds
 ``--train-layers K`` (the top K of MiniLM's 6 layers train, the bottom's output is cached), ``full`` trains every
-layer. Training seconds include building the cache. "tokens/s-equivalent" is the real (unpadded) training tokens of
-the whole run divided by its training seconds, the same count for every contender, so it compares like with like.
+layer, and ``K@LR`` (``2@2e-4``) also sets the learning rate. Training seconds include building the cache.
+"tokens/s-equivalent" is the real (unpadded) training tokens of the whole run divided by its training seconds, the
+same count for every contender, so it compares like with like.
 The dev split is scored once per run at its kept checkpoint; nothing is chosen on it. Results are appended to
 ``benchmarks/results/freeze_cache.json`` as they finish (a rerun skips what is there); ``freeze_cache.md`` is
 rendered from all of them.
@@ -32,8 +33,11 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
     from seqtune.inference import cpu_flags
 
     overrides = [f"task={task}", f"data.data_dir={args.glue_dir}", f"seed={seed}", "quiet=true", *args.set]
-    if layers != "full":
-        overrides.append(f"train.train_layers={layers}")
+    k, _, lr = layers.partition("@")
+    if k != "full":
+        overrides.append(f"train.train_layers={k}")
+    if lr:
+        overrides.append(f"train.lr={lr}")
     if args.threads:
         overrides.append(f"train.num_threads={args.threads}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,6 +64,11 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
     }
 
 
+def _contender(layers: str) -> str:
+    k, _, lr = layers.partition("@")
+    return ("all 6" if k == "full" else f"top {k}") + (f", lr {lr}" if lr else "")
+
+
 def render(records: list[dict]) -> str:
     lines = [
         "# Freeze-and-cache (`--train-layers K`) against full fine-tuning, MiniLM, GLUE dev",
@@ -71,14 +80,13 @@ def render(records: list[dict]) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["layers"]), []).append(r)
-    order = {"full": 0, "1": 1, "2": 2, "3": 3}
-    for (task, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+    for (task, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1])):
         scores = [r["score"] for r in rs]
         secs = statistics.fmean(r["train_seconds"] for r in rs)
         full = groups.get((task, "full"))
         ratio = f"{statistics.fmean(r['train_seconds'] for r in full) / secs:.2f}x" if full else "-"
         lines.append(
-            f"| {task} | {'all 6' if layers == 'full' else f'top {layers}'} | {rs[0]['selection_metric']} | "
+            f"| {task} | {_contender(layers)} | {rs[0]['selection_metric']} | "
             f"{statistics.fmean(scores):.4f} | {statistics.stdev(scores) if len(scores) > 1 else 0.0:.4f} | "
             f"{len(rs)} | {secs:.0f} | {ratio} | {statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | "
             f"{rs[0]['precision']} | {rs[0]['threads']} | {rs[0]['cpu']} |"

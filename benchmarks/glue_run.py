@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--output", type=Path, default=Path("runs/glue-defaults"))
     p.add_argument("--set", action="append", default=[], help="extra override (key=value)")
+    p.add_argument("--out", type=Path, default=RESULTS / "glue_run.json", help="result file (.md beside it)")
     args = p.parse_args(argv)
 
     from seqtune import load_config
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
-    (RESULTS / "glue_run.json").write_text(json.dumps(record, indent=1))
-    (RESULTS / "glue_run.md").write_text(render(record))
+    args.out.write_text(json.dumps(record, indent=1))
+    args.out.with_suffix(".md").write_text(render(record))
     print(render(record))
     return 0
 
@@ -66,7 +67,9 @@ def render(r: dict) -> str:
                 speed = f"{s['train_seconds']:.0f} | {s['tokens_per_second']:,.0f} | {s['precision']}"
                 lines.append(f"| {name} | {metric} | {v['mean']:.4f} | {v['std']:.4f} | {v['n']} | {speed} |")
     wall = f"{r['wall_seconds'] / 60:.0f} minutes" if r["wall_seconds"] else "not timed (read back)"
-    lines += ["", f"Machine: 2-core VM, CPU flags {r['cpu']}; {r['seeds']} seed(s); whole command: {wall}; "
+    threads = next((o.split("=", 1)[1] for o in r.get("overrides", []) if o.startswith("train.num_threads=")), None)
+    shared = f"; {threads} torch thread(s), sharing the machine with other jobs (an upper bound)" if threads else ""
+    lines += ["", f"Machine: 2-core VM, CPU flags {r['cpu']}; {r['seeds']} seed(s); whole command: {wall}{shared}; "
               f"{r['date']}."]  # fmt: skip
     lines += [f"- skipped {name}: {why}" for name, why in r["skipped"].items()]
     return "\n".join(lines) + "\n"

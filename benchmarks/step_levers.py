@@ -4,7 +4,10 @@ Each lever runs the same length-grouped batches (forward, backward, clip, AdamW 
 alternating rounds so drift on the machine hits every lever alike, and reports real tokens/s and the ratio to
 the baseline. Used to pick seqtune's defaults; see the README's performance section.
 
-    python benchmarks/step_levers.py --glue-dir ../shared/glue [--steps 12] [--rounds 2]
+    python benchmarks/step_levers.py --glue-dir ../shared/glue [--steps 12] [--rounds 2] [--precision bf16]
+
+``--precision bf16`` runs every lever under bf16 autocast (what `precision: auto` picks on CPUs with native bf16);
+results go to ``benchmarks/results/step_levers-<precision>.{json,md}`` with the machine.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
+from machine import describe
 
-from seqtune.batching import Collator, length_grouped_order, take_rows
+from seqtune.batching import Collator, column, length_grouped_order, take_rows
 from seqtune.config import TrainConfig
 from seqtune.data import load_glue
 from seqtune.encoding import tokenize
@@ -30,27 +35,38 @@ LEVERS = {
     "no dropout": {"dropout": 0.0},
     "no dropout + fused": {"dropout": 0.0, "fused": True},
     "no dropout + frozen + fused": {"dropout": 0.0, "freeze": True, "fused": True},
+    "no attention dropout + fused": {"attention_dropout": 0.0, "fused": True},
 }
 
 
 def make(lever: dict, path: str, task):
     torch.manual_seed(0)
     model = load_model(path, task, dropout=lever.get("dropout"))
+    if "attention_dropout" in lever:  # only the attention probabilities' dropout: lets SDPA use its fused kernel
+        for module in model.modules():
+            if hasattr(module, "dropout_prob") or type(module).__name__.endswith("SelfAttention"):
+                if hasattr(module, "dropout") and isinstance(module.dropout, torch.nn.Dropout):
+                    module.dropout.p = lever["attention_dropout"]
+                if hasattr(module, "dropout_prob"):
+                    module.dropout_prob = lever["attention_dropout"]
     if lever.get("freeze"):
         model.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=TrainConfig().lr, fused=lever.get("fused", False) or None)
+    opt = torch.optim.AdamW(params, lr=8e-5, fused=lever.get("fused", False) or None)
     model.train()
     return model, opt
 
 
-def run_steps(model, opt, batches, forward=None) -> tuple[float, int]:
+def run_steps(model, opt, batches, forward=None, precision: str = "fp32") -> tuple[float, int]:
     """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters."""
+    from seqtune.inference import autocast
+
     forward = model if forward is None else forward
     tokens, start = 0, time.perf_counter()
     for batch in batches:
-        logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        with autocast(torch.device("cpu"), precision):
+            logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -65,33 +81,45 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: seqtune's")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
     task = get_task("mrpc")
     path = resolve_model("minilm")
     tokenizer = load_tokenizer(path)
     encoded = tokenize(load_glue(task, args.glue_dir), task, tokenizer, 512, show_progress=False)["train"]
-    order = length_grouped_order(encoded["length"], args.batch_size, seed=0, epoch=0)[1 : args.steps + 2]
+    order = length_grouped_order(column(encoded, "length"), args.batch_size, seed=0, epoch=0)[1 : args.steps + 2]
     collate = Collator(tokenizer)
     batches = [collate(take_rows(encoded, idxs)) for idxs in order]
     warmup, timed = batches[0], batches[1:]
     built = {name: make(lever, path, task) for name, lever in LEVERS.items()}
     totals = {name: [0.0, 0] for name in LEVERS}
     for model, opt in built.values():
-        run_steps(model, opt, [warmup])
+        run_steps(model, opt, [warmup], precision=args.precision)
     for _ in range(args.rounds):
         for name, (model, opt) in built.items():
-            seconds, tokens = run_steps(model, opt, timed)
+            seconds, tokens = run_steps(model, opt, timed, precision=args.precision)
             totals[name][0] += seconds
             totals[name][1] += tokens
     base = totals["baseline (foreach AdamW)"][1] / totals["baseline (foreach AdamW)"][0]
     results = {}
-    print(f"threads {torch.get_num_threads()}, {args.steps} steps x {args.rounds} rounds, batch {args.batch_size}")
-    print("| lever | real tokens/s | vs baseline |\n|---|---|---|")
+    m = describe(torch.get_num_threads())
+    lines = [
+        f"# Step levers, {args.precision} (MiniLM, real MRPC batches of {args.batch_size})",
+        "",
+        "| lever | real tok/s | vs baseline |",
+        "|---|---|---|",
+    ]
     for name, (seconds, tokens) in totals.items():
         rate = tokens / seconds
         results[name] = {"tokens_per_second": rate, "ratio": rate / base}
-        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
-    print(json.dumps(results))
+        lines.append(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
+    machine = f"{m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, {time.strftime('%Y-%m-%d')}"
+    lines += ["", f"{args.steps} steps x {args.rounds} alternating rounds, same process, {args.precision}; {machine}."]
+    stem = Path(__file__).resolve().parent / "results" / f"step_levers-{args.precision}"
+    stem.with_suffix(".json").write_text(json.dumps({"machine": m, "precision": args.precision, "steps": args.steps,
+                                                     "rounds": args.rounds, "levers": results}, indent=1))  # fmt: skip
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
