@@ -196,3 +196,20 @@ def test_a_killed_process_stops_the_others_and_the_rerun_continues(runs, tiny_mo
         np.testing.assert_allclose(wb[name], wa[name], atol=1e-6, err_msg=name)
     resumed, whole = (json.loads((r / "metrics.json").read_text())["history"] for r in (root / "killed", reference))
     assert [(h["step"], h["metrics"]) for h in resumed] == [(h["step"], h["metrics"]) for h in whole]
+
+
+def test_freeze_and_cache_under_two_processes_matches_one(runs, tiny_model_dir):
+    """--train-layers under torchrun: one process builds the cache, both train the top layer on it, and the result
+    matches one process over the same global batch."""
+    root, data = runs["root"], runs["data"]
+    single, double = root / "frozen-single", root / "frozen-double"
+    frozen = ["--train-layers", "1"]
+    assert main(["train", *_common(tiny_model_dir, data, single), "--batch-size", str(GLOBAL_BATCH), *frozen]) == 0
+    _torchrun("-m", "seqtune", "train", *_common(tiny_model_dir, data, double), "--batch-size", "4", *frozen, cwd=root)
+    wa, wb = load_file(single / "model.safetensors"), load_file(double / "model.safetensors")
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], atol=1e-4, err_msg=name)
+    initial = load_file(tiny_model_dir / "model.safetensors")
+    assert all(np.array_equal(wb[k], initial[k]) for k in initial if ".layer.0." in k or ".embeddings." in k)
+    assert not np.array_equal(wb["bert.encoder.layer.1.output.dense.weight"],
+                              initial["bert.encoder.layer.1.output.dense.weight"])  # fmt: skip

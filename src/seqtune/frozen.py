@@ -85,28 +85,34 @@ def freeze_bottom(model: nn.Module, k: int) -> int:
     return n
 
 
-class _Passthrough(nn.Module):
-    """Stands in for the embeddings: hands the cached hidden states (``inputs_embeds``) to the layers unchanged."""
-
-    def forward(self, *args: Any, inputs_embeds: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        if inputs_embeds is None:  # called positionally (DistilBERT: embeddings(input_ids, inputs_embeds))
-            inputs_embeds = next(a for a in (*args, *kwargs.values()) if torch.is_tensor(a) and a.ndim == 3)
-        return inputs_embeds
+def _passthrough(*args: Any, inputs_embeds: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+    """Stands in for the embeddings' forward: hands the cached hidden states (``inputs_embeds``) on unchanged."""
+    if inputs_embeds is None:  # called positionally (DistilBERT: embeddings(input_ids, inputs_embeds))
+        inputs_embeds = next(a for a in (*args, *kwargs.values()) if torch.is_tensor(a) and a.ndim == 3)
+    return inputs_embeds
 
 
 @contextlib.contextmanager
 def top_only(model: nn.Module, k: int) -> Iterator[None]:
-    """Inside: ``model(inputs_embeds=H, attention_mask=M)`` runs only the top ``k`` layers (and the head) on ``H``."""
+    """Inside: ``model(inputs_embeds=H, attention_mask=M)`` runs only the top ``k`` layers (and the head) on ``H``.
+
+    The embeddings stay in the module tree (only their ``forward`` is bypassed), so their buffers do too: a
+    distributed model re-reads the buffers it broadcasts at every step."""
     split = encoder_layers(model)
-    saved = {name: split.base._modules[name] for name in _EMBEDDINGS if split.base._modules.get(name) is not None}
-    for name in saved:
-        split.base._modules[name] = _Passthrough()
+    embeddings = [m for name in _EMBEDDINGS if isinstance(m := split.base._modules.get(name), nn.Module)]
+    own = [m.__dict__.get("forward") for m in embeddings]  # an instance-level forward (a wrapper) to put back
+    for module in embeddings:
+        module.forward = _passthrough
     split.owner._modules[split.attr] = nn.ModuleList(list(split.layers)[len(split.layers) - k :])
     try:
         yield
     finally:
         split.owner._modules[split.attr] = split.layers
-        split.base._modules.update(saved)
+        for module, forward in zip(embeddings, own, strict=True):
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
 
 
 def _to_storage(hidden: torch.Tensor, bf16: bool) -> np.ndarray:
