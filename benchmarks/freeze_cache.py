@@ -59,6 +59,7 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
         "tokens_per_second": round(result.tokens_per_second),
         "precision": metrics.get("precision"),
         "threads": args.threads or "all",
+        "scored_on": "carved" if "data.validation_from_train=true" in args.set else "dev",
         "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -71,31 +72,34 @@ def _contender(layers: str) -> str:
 
 def render(records: list[dict]) -> str:
     lines = [
-        "# Freeze-and-cache (`--train-layers K`) against full fine-tuning, MiniLM, GLUE dev",
+        "# Freeze-and-cache (`--train-layers K`) against full fine-tuning, MiniLM, GLUE",
         "",
-        "| task | layers trained | metric | mean | std | seeds | train s | x full's speed | tok/s-equivalent | "
-        "precision | threads | cpu |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | layers trained | scored on | metric | mean | std | seeds | train s | x full's speed | "
+        "tok/s-equivalent | precision | threads | cpu |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["layers"]), []).append(r)
+        groups.setdefault((f"{r['task']}|{r.get('scored_on', 'dev')}", r["layers"]), []).append(r)
     for (task, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1])):
         scores = [r["score"] for r in rs]
         secs = statistics.fmean(r["train_seconds"] for r in rs)
         full = groups.get((task, "full"))
         ratio = f"{statistics.fmean(r['train_seconds'] for r in full) / secs:.2f}x" if full else "-"
         lines.append(
-            f"| {task} | {_contender(layers)} | {rs[0]['selection_metric']} | "
+            f"| {task.split('|')[0]} | {_contender(layers)} | {task.split('|')[1]} | {rs[0]['selection_metric']} | "
             f"{statistics.fmean(scores):.4f} | {statistics.stdev(scores) if len(scores) > 1 else 0.0:.4f} | "
             f"{len(rs)} | {secs:.0f} | {ratio} | {statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | "
             f"{rs[0]['precision']} | {rs[0]['threads']} | {rs[0]['cpu']} |"
         )
     lines += [
         "",
-        "Scores: the kept checkpoint's dev score (seqtune's defaults otherwise: automatic epochs and learning rate, "
-        "mean pooling). Train seconds include computing the frozen bottom's cache (one forward pass over the "
-        "training set). Machine: 2-core VM; " + ", ".join(sorted({f"{r['date']}: {r['cpu']}" for r in records})) + ". "
+        "Scores: the kept checkpoint's score on GLUE dev, or on 10% of the training rows held out (carved: "
+        "`data.validation_from_train`, where learning rates are compared), with seqtune's defaults otherwise "
+        "(automatic epochs and learning rate, mean pooling). Train seconds include computing the frozen bottom's "
+        "cache (one forward pass over the training set). Machine: 2-core VM; "
+        + ", ".join(sorted({f"{r['date']}: {r['cpu']}" for r in records}))
+        + ". "
         "Runs with 1 thread shared the machine with one other 1-thread job: compare rows of one task, not seconds "
         "across days.",
     ]
@@ -113,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "freeze_cache.json")
     args = p.parse_args(argv)
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
-    done = {(r["task"], r["layers"], r["seed"]) for r in records}
+    scored_on = "carved" if "data.validation_from_train=true" in args.set else "dev"
+    done = {(r["task"], r["layers"], r["seed"], r.get("scored_on", "dev")) for r in records}
     for seed in (int(s) for s in args.seeds.split(",")):
         for task in args.tasks.split(","):
             for layers in args.layers.split(","):
-                if (task, layers, seed) not in done:
+                if (task, layers, seed, scored_on) not in done:
                     append(args.out, records, run_one(task, layers, seed, args), render)
     return 0
 

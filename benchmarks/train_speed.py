@@ -6,7 +6,7 @@ Contenders, on the same packaged MiniLM and the same GLUE MRPC files, alternatin
   (a2) course-bf16:  the same with `bf16=True`. Skipped on CPUs without native bf16 (AVX512-BF16 / AMX), where
                      bf16 matmuls are emulated and far slower than fp32 (say `--force-bf16` to run it anyway).
   (b)  seqtune:      `seqtune train mrpc` with its defaults.
-  (c)  seqtune-top2: the same with `--train-layers 2` (freeze-and-cache: the top 2 of 6 layers train on the
+  (c)  seqtune-top3: the same with `--train-layers 3` (freeze-and-cache: the top 3 of 6 layers train on the
                      frozen bottom's cached output; building the cache counts as training time).
 Each contender runs in its own process (clean peak RSS). Every run evaluates on dev every ~1/6 epoch so the
 time until dev F1 first reaches the course recipe's final F1 can be read off; evaluation time is excluded from
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from machine import describe, peak_for
 
-CONTENDERS = ("course", "course-bf16", "seqtune", "seqtune-top2")
+CONTENDERS = ("course", "course-bf16", "seqtune", "seqtune-top3")
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -176,7 +176,7 @@ def _seqtune(args: argparse.Namespace, train_layers: int | None = None) -> dict:
 def worker(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.worker.startswith("seqtune"):
-        out = _seqtune(args, train_layers=2 if args.worker == "seqtune-top2" else None)
+        out = _seqtune(args, train_layers=3 if args.worker == "seqtune-top3" else None)
     else:
         out = _course(args, bf16=args.worker == "course-bf16")
     out["wall_seconds"] = time.perf_counter() - started
@@ -295,7 +295,7 @@ def markdown(summary: dict, peaks: dict, meta: dict) -> str:
             f"{r['peak_rss_mb']:.0f} | {r['train_seconds']:.0f} | {reach} | {r['final_accuracy']:.4f} | "
             f"{r['final_f1']:.4f} | {r['mfu']:.1%} |"
         )
-    for base, mine in [(b, s) for b in ("course", "course-bf16") for s in ("seqtune", "seqtune-top2")]:
+    for base, mine in [(b, s) for b in ("course", "course-bf16") for s in ("seqtune", "seqtune-top3")]:
         if base in rows and mine in rows:
             b, s = rows[base], rows[mine]
             lines.append(
