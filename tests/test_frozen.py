@@ -19,6 +19,7 @@ def _model_and_rows(folder: Path, n: int = 12):
     from datasets import Dataset, DatasetDict
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    from seqtune.data import features_for
     from seqtune.encoding import tokenize
     from seqtune.modeling import set_dropout
     from seqtune.tasks import custom_task
@@ -30,10 +31,7 @@ def _model_and_rows(folder: Path, n: int = 12):
     task = custom_task(pair=False, problem_type="single_label_classification", label_names=("neg", "pos"))
     rows = make_rows(n)
     raw = Dataset.from_dict({"text": [r["text"] for r in rows], "label": [int(r["label"] == "pos") for r in rows],
-                             "idx": list(range(n))}, features=None)  # fmt: skip
-    from seqtune.data import features_for
-
-    raw = raw.cast(features_for(task))
+                             "idx": list(range(n))}, features=features_for(task))  # fmt: skip
     encoded = tokenize(DatasetDict(train=raw), task, tokenizer, 64, folder / "cache", show_progress=False)["train"]
     return model, tokenizer, encoded
 

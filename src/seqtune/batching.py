@@ -106,7 +106,7 @@ class EncodedRows:
 
 def column(ds, name: str) -> np.ndarray:
     """One column of a `datasets.Dataset` (or `EncodedRows`) as an array, read in one columnar pass: a Dataset's
-    ``ds[name]`` is a lazy `Column` that ``np.asarray`` reads row by row (15 s per million rows)."""
+    ``ds[name]`` is a lazy `Column` that ``np.asarray`` reads row by row (1.5 s per 100,000 rows here)."""
     if isinstance(ds, EncodedRows):
         return np.asarray(ds[name])
     return ds.select_columns([name]).with_format("numpy")[:][name]

@@ -345,7 +345,7 @@ def hold_out(train: Dataset, cfg: DataConfig, problem: str, seed: int) -> tuple[
 def split_indices(labels: np.ndarray | None, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of a seeded train / held-out split, stratified by ``labels`` when given and possible: the rows
     ``Dataset.train_test_split(seed=seed, stratify_by_column=...)`` picks, computed from the label column in one
-    array (datasets reads the column row by row: 4 minutes for a million rows)."""
+    array (datasets reads the column row by row: a 100,000-row file took 10.9 s to read with it, 2.3 s without)."""
     if labels is not None:
         try:
             return next(

@@ -179,15 +179,21 @@ def build_cache(
     )
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast(device, precision):
-        for idxs in sorted_order(lengths, batch_size):  # longest first: little padding
-            batch = collator(take_rows(ds, idxs))
-            batch.pop("labels", None)
-            batch = {key: value.to(device) for key, value in batch.items()}
-            states = split.base(**batch, output_hidden_states=True).hidden_states[n - k].float().cpu()
-            real = batch["attention_mask"].bool().cpu()
-            for j, i in enumerate(idxs):
-                array[offsets[i] : offsets[i + 1]] = _to_storage(states[j][real[j]], bf16)
+    # only the bottom layers and one more run; the states entering layer n - k are then never the model's last,
+    # which some architectures hand back normalised (ModernBERT's final norm)
+    split.owner._modules[split.attr] = nn.ModuleList(list(split.layers)[: n - k + 1])
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for idxs in sorted_order(lengths, batch_size):  # longest first: little padding
+                batch = collator(take_rows(ds, idxs))
+                batch.pop("labels", None)
+                batch = {key: value.to(device) for key, value in batch.items()}
+                states = split.base(**batch, output_hidden_states=True).hidden_states[n - k].float().cpu()
+                real = batch["attention_mask"].bool().cpu()
+                for j, i in enumerate(idxs):
+                    array[offsets[i] : offsets[i + 1]] = _to_storage(states[j][real[j]], bf16)
+    finally:
+        split.owner._modules[split.attr] = split.layers
     model.train(was_training)
     array.flush()
     del array
