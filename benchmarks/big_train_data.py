@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         args.num_proc = int(args.num_proc)
         return child(args)
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
 
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
     wrapper = (

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from seqtune import checkpoint as ckpt
     from seqtune.config import RunConfig
-    from seqtune.inference import cpu_flags
     from seqtune.modeling import load_model, resolve_model
+    from seqtune.precision import cpu_flags
     from seqtune.setup_steps import setup_optimizer
     from seqtune.state import LoopState
     from seqtune.tasks import get_task

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from seqtune import load_config
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
     from seqtune.predict import evaluate_file, load_run
     from seqtune.run_metrics import read_run_metrics
     from seqtune.seeds import train_seeds

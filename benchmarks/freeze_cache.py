@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict:
     from seqtune import load_config, train
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
 
     overrides = [f"task={task}", f"data.data_dir={args.glue_dir}", f"seed={seed}", "quiet=true", *args.set]
     k, _, lr = layers.partition("@")

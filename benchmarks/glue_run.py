@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from seqtune import load_config
     from seqtune.glue import run_glue
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
     from seqtune.runfolder import TASK_FILE
 
     tasks = args.tasks.split(",")

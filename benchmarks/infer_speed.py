@@ -88,7 +88,7 @@ def main() -> None:
     s1, s2 = s1[: args.pairs], s2[: args.pairs]
     dev_labels = list(dd["validation"]["label"])[: len(s1)]
     pairs = [{"text": a, "text_pair": b} for a, b in zip(s1, s2, strict=True)]
-    from seqtune.inference import resolve_precision
+    from seqtune.precision import resolve_precision
 
     runs = {OURS: load_run(run_dir), REFERENCE: load_run(run_dir, precision="fp32")}
     precisions = {OURS: resolve_precision("auto", torch.device("cpu")), REFERENCE: "fp32"}
@@ -123,9 +123,10 @@ def main() -> None:
                 request(sl)
                 latency[name].append(time.perf_counter() - t)
     # Measured after the contenders, in the same process: best of two sizes (see train_speed.py).
-    machine = describe(torch.get_num_threads())
     peaks = {"float32": max(matmul_peak("float32", n, 10.0) for n in (1024, 2048))}
-    peaks["bfloat16"] = matmul_peak("bfloat16", 2048) if machine["class"] == "bf16" else 0.0
+    native = describe(torch.get_num_threads())["class"] != "avx2"
+    peaks["bfloat16"] = matmul_peak("bfloat16", 2048) if native else 0.0
+    machine = describe(torch.get_num_threads(), peaks)
     counts = non_embedding_params()
     params = counts["layer"] * counts["layers"] + counts["other"]
     base = statistics.mean(throughput["pipeline (default, batch 1)"])

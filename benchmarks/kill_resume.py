@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=None, help="the row's name (default: the train arguments)")
     args = p.parse_args(argv[:split])
     train_args = argv[split + 1 :]
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
 
     seqtune = [sys.executable, "-m", "seqtune", "train", *train_args]
     reference, killed = args.work / "reference", args.work / "killed"

@@ -25,7 +25,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_one(data_dir: Path, max_length: int, mode: str, seed: int, args: argparse.Namespace) -> dict:
     from seqtune import load_config, train
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
     from seqtune.predict import evaluate_file, load_run
 
     bbc = data_dir / "bbc"

@@ -20,24 +20,31 @@ def cpuinfo() -> tuple[str, list[str]]:
     return model or platform.processor() or platform.machine(), [f for f in FLAGS if f in present]
 
 
-def machine_class(flags: list[str]) -> str:
-    """``bf16`` for CPUs with native bf16 matmuls (AVX512-BF16 or AMX), else ``avx2`` (bf16 emulated).
+def machine_class(flags: list[str], peaks: dict[str, float] | None = None) -> str:
+    """``bf16`` for CPUs with native bf16 matmuls (AVX512-BF16 or AMX), else ``avx2`` (bf16 emulated); with measured
+    matmul ``peaks``, ``bf16-slow`` for a CPU whose flags say bf16 but whose bf16 matmuls ran slower than fp32 (a
+    VM seen here: 198 against 412 GFLOP/s), so its tables do not stand for the bf16 class.
 
     Example:
         >>> machine_class(["avx2", "avx512_bf16"]), machine_class(["avx2"])
         ('bf16', 'avx2')
+        >>> machine_class(["avx512_bf16"], {"float32": 412.0, "bfloat16": 198.0})
+        'bf16-slow'
     """
-    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "avx2"
+    if not {"avx512_bf16", "amx_bf16"} & set(flags):
+        return "avx2"
+    return "bf16-slow" if peaks and peaks["bfloat16"] < peaks["float32"] else "bf16"
 
 
-def describe(threads: int | None = None) -> dict:
-    """What goes into a result file's ``machine`` field."""
+def describe(threads: int | None = None, peaks: dict[str, float] | None = None) -> dict:
+    """What goes into a result file's ``machine`` field (``peaks``: measured matmul GFLOP/s, see `machine_class`)."""
     model, flags = cpuinfo()
     if threads is None:
         import torch
 
         threads = torch.get_num_threads()
-    return {"cpu": model, "flags": flags, "class": machine_class(flags), "threads": threads, "cores": os.cpu_count()}
+    return {"cpu": model, "flags": flags, "class": machine_class(flags, peaks), "threads": threads,
+            "cores": os.cpu_count()}  # fmt: skip
 
 
 def peak_for(precision: str, peaks: dict[str, float]) -> float:

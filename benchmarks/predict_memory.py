@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
     from seqtune import load_config, train
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
 
     with (args.data_dir / "clinc150" / "train.csv").open() as f:
         rows = list(csv.DictReader(f))

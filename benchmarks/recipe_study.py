@@ -66,7 +66,7 @@ def task_overrides(task: str, glue_dir: Path, data_dir: Path) -> list[str]:
 
 def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict:
     from seqtune import load_config, train
-    from seqtune.inference import cpu_flags
+    from seqtune.precision import cpu_flags
 
     overrides = [*task_overrides(task, args.glue_dir, args.data_dir), *RECIPES[recipe], *args.set]
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,8 +4,9 @@ its machine. No figure in those blocks is typed by hand.
     python benchmarks/render_tables.py           # rewrite the blocks
     python benchmarks/render_tables.py --check   # exit 1 when a block differs from the results (the tests run this)
 
-A block sits between ``<!-- rendered:NAME -->`` and ``<!-- /rendered:NAME -->`` in a Markdown page: ``speed`` is
-built here, any other NAME is ``benchmarks/results/NAME.md`` (the benchmark's own rendering) without its title.
+A block sits between ``<!-- rendered:NAME -->`` and ``<!-- /rendered:NAME -->`` in a Markdown page: ``speed`` (and
+``speed-main``) is built here, any other NAME is ``benchmarks/results/NAME.md`` (the benchmark's own rendering)
+without its title.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CLASSES = {"bf16": "CPU with native bf16 (AVX512-BF16)", "avx2": "AVX2-only CPU (bf16 emulated, so fp32)"}
+CLASSES = {
+    "bf16": "CPU with native bf16 (AVX512-BF16)",
+    "bf16-slow": "CPU that lists AVX512-BF16 but ran bf16 matmuls slower than fp32",
+    "avx2": "AVX2-only CPU (bf16 emulated, so fp32)",
+}
 
 
 def _machine(data: dict, cls: str) -> str:
@@ -29,10 +34,12 @@ def _machine(data: dict, cls: str) -> str:
     return f"{CLASSES.get(cls, cls)}: {m['cpu']} ({flags}), {m['threads']} threads, torch {meta['torch']}{date}"
 
 
-def speed_tables(results: Path = RESULTS) -> str:
-    """The training-speed tables of every machine class measured, bf16 first."""
+def speed_tables(results: Path = RESULTS, classes: tuple[str, ...] = tuple(CLASSES)) -> str:
+    """The training-speed tables of the machine ``classes`` measured, in the order of `CLASSES`."""
     out = []
-    files = sorted(results.glob("train_speed-*.json"), key=lambda p: (p.stem.split("-", 1)[1] != "bf16", p.name))
+    order = list(CLASSES)
+    files = [p for p in results.glob("train_speed-*.json") if p.stem.split("-", 1)[1] in classes]
+    files.sort(key=lambda p: (order.index(p.stem.split("-", 1)[1]), p.name))
     for path in files:
         cls = path.stem.split("-", 1)[1]
         data = json.loads(path.read_text())
@@ -59,7 +66,8 @@ def speed_tables(results: Path = RESULTS) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-BLOCKS = {"speed": speed_tables}
+# speed: every class measured (docs); speed-main: the two kinds of CPU a user has, for the README
+BLOCKS = {"speed": speed_tables, "speed-main": lambda: speed_tables(classes=("bf16", "avx2"))}
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
 
@@ -73,13 +81,21 @@ def block(name: str) -> str:
 
 
 def render_page(text: str) -> str:
-    """``text`` with every rendered block replaced by its current content."""
+    """``text`` with every rendered block replaced by its current content; a marker without its closing twin (or
+    with a name the pattern does not take) is an error, not a block silently left as it was."""
+    filled = []
 
     def fill(match: re.Match) -> str:
         name = match.group(1)
+        filled.append(name)
         return f"<!-- rendered:{name} -->\n{block(name)}<!-- /rendered:{name} -->"
 
-    return re.sub(r"<!-- rendered:(\w+) -->\n.*?<!-- /rendered:\1 -->", fill, text, flags=re.S)
+    out = re.sub(r"<!-- rendered:([\w-]+) -->\n.*?<!-- /rendered:\1 -->", fill, text, flags=re.S)
+    opened = re.findall(r"<!-- rendered:(\S+) -->", text)
+    if len(opened) != len(filled):
+        unmatched = sorted(set(opened) - set(filled)) or opened
+        raise ValueError(f"rendered blocks not understood: {', '.join(unmatched)} (names: letters, digits, _ and -)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

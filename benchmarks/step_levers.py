@@ -27,15 +27,16 @@ from seqtune.encoding import tokenize
 from seqtune.modeling import load_model, load_tokenizer, resolve_model
 from seqtune.tasks import get_task
 
+BASELINE = "seqtune's step (fused AdamW)"
 LEVERS = {
-    "baseline (foreach AdamW)": {},
-    "fused AdamW": {"fused": True},
-    "frozen word embeddings": {"freeze": True},
-    "frozen word emb. + fused": {"freeze": True, "fused": True},
-    "no dropout": {"dropout": 0.0},
-    "no dropout + fused": {"dropout": 0.0, "fused": True},
-    "no dropout + frozen + fused": {"dropout": 0.0, "freeze": True, "fused": True},
-    "no attention dropout + fused": {"attention_dropout": 0.0, "fused": True},
+    BASELINE: {"fused": True},
+    "foreach AdamW": {},
+    "no attention dropout (fused SDPA kernel)": {"attention_dropout": 0.0, "fused": True},
+    "no dropout at all": {"dropout": 0.0, "fused": True},
+    "frozen word embeddings": {"freeze": True, "fused": True},
+    "no attention dropout + frozen word emb.": {"attention_dropout": 0.0, "freeze": True, "fused": True},
+    # no autocast: fp32 weights and activations, oneDNN runs the fp32 matmuls in bf16 (only with --precision bf16)
+    "fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)": {"fused": True, "matmul_precision": "bf16"},
 }
 
 
@@ -59,7 +60,7 @@ def make(lever: dict, path: str, task):
 
 def run_steps(model, opt, batches, forward=None, precision: str = "fp32") -> tuple[float, int]:
     """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters."""
-    from seqtune.inference import autocast
+    from seqtune.precision import autocast
 
     forward = model if forward is None else forward
     tokens, start = 0, time.perf_counter()
@@ -91,16 +92,30 @@ def main() -> None:
     collate = Collator(tokenizer)
     batches = [collate(take_rows(encoded, idxs)) for idxs in order]
     warmup, timed = batches[0], batches[1:]
+    if args.precision != "bf16":  # the oneDNN bf16 lever is a bf16 lever
+        LEVERS.pop("fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)")
     built = {name: make(lever, path, task) for name, lever in LEVERS.items()}
     totals = {name: [0.0, 0] for name in LEVERS}
-    for model, opt in built.values():
-        run_steps(model, opt, [warmup], precision=args.precision)
+
+    def run(name: str, batches: list) -> tuple[float, int]:
+        lever, (model, opt) = LEVERS[name], built[name]
+        precision = args.precision
+        if "matmul_precision" in lever:
+            precision = "fp32"
+            torch.backends.mkldnn.matmul.fp32_precision = lever["matmul_precision"]
+        try:
+            return run_steps(model, opt, batches, precision=precision)
+        finally:
+            torch.backends.mkldnn.matmul.fp32_precision = "ieee"
+
+    for name in built:
+        run(name, [warmup])
     for _ in range(args.rounds):
-        for name, (model, opt) in built.items():
-            seconds, tokens = run_steps(model, opt, timed, precision=args.precision)
+        for name in built:
+            seconds, tokens = run(name, timed)
             totals[name][0] += seconds
             totals[name][1] += tokens
-    base = totals["baseline (foreach AdamW)"][1] / totals["baseline (foreach AdamW)"][0]
+    base = totals[BASELINE][1] / totals[BASELINE][0]
     results = {}
     m = describe(torch.get_num_threads())
     lines = [

@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from seqtune.batching import Collator, column, length_grouped_order, take_rows
     from seqtune.data import load_glue
     from seqtune.encoding import tokenize
-    from seqtune.inference import autocast
     from seqtune.modeling import load_model, load_tokenizer, resolve_model
     from seqtune.param_groups import param_groups
+    from seqtune.precision import autocast
     from seqtune.tasks import get_task
 
     task, path = get_task("mrpc"), resolve_model("minilm")

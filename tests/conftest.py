@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -216,13 +217,21 @@ def pytest_configure(config):
     choice = config.getoption("--auto-precision")
     if choice != "native":
         os.environ["SEQTUNE_AUTO_PRECISION"] = choice
+    # `precision: auto` caches its bf16/fp32 matmul timing: the suite keeps its own, not the user's ~/.cache
+    os.environ.setdefault("SEQTUNE_CACHE", tempfile.mkdtemp(prefix="seqtune-cache-"))
 
 
 def pytest_report_header(config):
     import torch
 
-    from seqtune.inference import bf16_supported
+    from seqtune.precision import CPU_BF16_FLAGS, cpu_flags, measured_bf16_speedup, resolve_precision
 
-    native = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
     forced = os.environ.get("SEQTUNE_AUTO_PRECISION")
-    return f"seqtune: precision auto -> {forced or native} ({'forced' if forced else 'native'} on this CPU)"
+    chosen = resolve_precision("auto", torch.device("cpu"))
+    if forced:
+        why = "forced"
+    elif any(flag in CPU_BF16_FLAGS for flag in cpu_flags()):
+        why = f"native bf16 here, measured at {measured_bf16_speedup():.2f}x fp32"
+    else:
+        why = "no native bf16 on this CPU"
+    return f"seqtune: precision auto -> {chosen} ({why})"

@@ -142,3 +142,18 @@ def test_benchmark_mfu_is_measured_against_the_precision_it_ran_in():
     assert rows["seqtune"]["mfu"] == pytest.approx(flops_per_s / 4e9)  # same work, against the bf16 peak
     top2 = (6 * (2 * 100 + 50) * 1000 + 2 * 4 * 100 * 1000 / 3) / 10.0
     assert rows["seqtune-top2"]["mfu"] == pytest.approx(top2 / 4e9)
+
+
+def test_a_rendered_marker_the_renderer_cannot_read_is_an_error():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        render = importlib.import_module("render_tables")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    with pytest.raises(ValueError, match="rendered blocks not understood: no-close"):
+        render.render_page("text\n<!-- rendered:no-close -->\nold table\n")
+    page = "<!-- rendered:step_profile-bf16 -->\nstale\n<!-- /rendered:step_profile-bf16 -->\n"
+    assert "stale" not in render.render_page(page)  # a name with a hyphen is filled too

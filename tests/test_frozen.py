@@ -38,7 +38,7 @@ def _model_and_rows(folder: Path, n: int = 12):
 
 def _steps(model, ref, cache, encoded, collator, precision: str, atol: float) -> None:
     from seqtune.batching import take_rows
-    from seqtune.inference import autocast
+    from seqtune.precision import autocast
 
     cpu = torch.device("cpu")
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-"""Fast inference paths give the plain path's answers: length-sorted batches, bf16 autocast, precision choice."""
+"""Fast inference paths give the plain path's answers: length-sorted batches, bf16 autocast."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from transformers import AutoModelForSequenceClassification
 from seqtune import inference
 from seqtune.batching import Collator
 from seqtune.encoding import tokenize
-from seqtune.errors import SeqtuneError
 from seqtune.modeling import load_tokenizer
 from seqtune.predict import raw_dataset
 from seqtune.tasks import get_task
@@ -51,29 +50,3 @@ def test_bf16_autocast_agrees_with_fp32(setup):
     assert not np.array_equal(fp32, bf16)  # bf16 really ran
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
     assert (bf16.argmax(-1) == fp32.argmax(-1)).mean() >= 0.9
-
-
-def test_auto_precision_uses_bf16_only_where_native(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.delenv("SEQTUNE_AUTO_PRECISION", raising=False)  # `pytest --auto-precision` forces it for the suite
-    monkeypatch.setattr(inference, "bf16_supported", lambda device: False)
-    assert inference.resolve_precision("auto", cpu) == "fp32"
-    assert inference.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept
-    monkeypatch.setattr(inference, "bf16_supported", lambda device: True)
-    assert inference.resolve_precision("auto", cpu) == "bf16"
-    assert inference.resolve_precision("fp32", cpu) == "fp32"
-
-
-def test_auto_precision_can_be_forced_either_way(monkeypatch):
-    """SEQTUNE_AUTO_PRECISION (set by `pytest --auto-precision bf16|fp32`) decides `auto` whatever the CPU has."""
-    cpu = torch.device("cpu")
-    for native in (True, False):
-        monkeypatch.setattr(inference, "bf16_supported", lambda device, native=native: native)
-        monkeypatch.setenv("SEQTUNE_AUTO_PRECISION", "bf16")
-        assert inference.resolve_precision("auto", cpu) == "bf16"
-        monkeypatch.setenv("SEQTUNE_AUTO_PRECISION", "fp32")
-        assert inference.resolve_precision("auto", cpu) == "fp32"
-        assert inference.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice still wins
-    monkeypatch.setenv("SEQTUNE_AUTO_PRECISION", "fp16")
-    with pytest.raises(SeqtuneError, match="SEQTUNE_AUTO_PRECISION='fp16': expected bf16 or fp32"):
-        inference.resolve_precision("auto", cpu)

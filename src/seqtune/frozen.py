@@ -31,7 +31,7 @@ from torch import nn
 
 from seqtune.batching import Collator, column, sorted_order, take_rows
 from seqtune.errors import SeqtuneError
-from seqtune.inference import autocast
+from seqtune.precision import autocast
 
 _LAYER_LISTS = ("encoder.layer", "transformer.layer", "layers", "encoder.layers")
 _EMBEDDINGS = ("embeddings", "embeddings_project")

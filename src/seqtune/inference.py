@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,54 +11,10 @@ from datasets import Dataset, DatasetDict
 
 from seqtune.batching import Collator, column, sorted_order, take_rows
 from seqtune.distributed import World
-from seqtune.errors import SeqtuneError
 from seqtune.long_inputs import per_document
 from seqtune.metrics import compute_metrics
+from seqtune.precision import autocast
 from seqtune.tasks import TaskSpec
-
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-CPU_FLAGS = (*CPU_BF16_FLAGS, "avx512_vnni")  # what decides bf16 and int8 speed: recorded with runs and benchmarks
-# What ``precision: auto`` resolves to when set (``bf16`` or ``fp32``), whatever the hardware: lets a developer on an
-# AVX2 machine see what a bf16 machine computes (``pytest --auto-precision bf16`` sets it), and the reverse.
-AUTO_PRECISION_ENV = "SEQTUNE_AUTO_PRECISION"
-
-
-def cpu_flags() -> list[str]:
-    """The speed-relevant flags (`CPU_FLAGS`) this CPU has, from /proc/cpuinfo (empty elsewhere, or AVX2-only)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    return [flag for flag in CPU_FLAGS if flag in text]
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast runs fast here (not merely runs): native bf16 matmuls on the GPU or CPU.
-
-    CPUs without AVX512-BF16/AMX emulate bf16 matmuls many times slower than fp32, so they get fp32.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return any(flag in CPU_BF16_FLAGS for flag in cpu_flags())
-    return False
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where it is native, else ``fp32`` (or what ``SEQTUNE_AUTO_PRECISION`` says); explicit
-    choices are kept."""
-    if requested != "auto":
-        return requested
-    forced = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
-    if forced in ("bf16", "fp32"):
-        return forced
-    if forced:
-        raise SeqtuneError(f"{AUTO_PRECISION_ENV}={forced!r}: expected bf16 or fp32 (or unset it to pick by hardware)")
-    return "bf16" if bf16_supported(device) else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def infer_logits(

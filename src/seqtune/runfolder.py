@@ -144,7 +144,7 @@ def environment() -> dict[str, str]:
     import torch
     import transformers
 
-    from seqtune.inference import CPU_FLAGS, cpu_flags
+    from seqtune.precision import CPU_FLAGS, cpu_flags
 
     return {
         "python": platform.python_version(),

@@ -21,8 +21,8 @@ from seqtune.config import RunConfig
 from seqtune.ensemble import EnsembleClassifier, is_ensemble, load_members
 from seqtune.errors import SeqtuneError
 from seqtune.extras import require
-from seqtune.inference import resolve_precision
 from seqtune.modeling import PICKLE_LOADING, SAFE_LOADING, check_weights, load_tokenizer, model_max_length
+from seqtune.precision import resolve_precision
 from seqtune.progress import hf_progress
 from seqtune.tasks import TaskSpec
 

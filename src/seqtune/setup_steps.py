@@ -27,12 +27,12 @@ from seqtune.distributed import World, launch_world
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.frozen import FeatureCache, build_cache, freeze_bottom
-from seqtune.inference import resolve_precision
 from seqtune.long_inputs import LongInputs
 from seqtune.long_inputs import summary as windows_summary
 from seqtune.losses import class_weights
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.param_groups import param_groups, reinit_top_layers
+from seqtune.precision import resolve_precision
 from seqtune.progress import Reporter
 from seqtune.recipe import auto_epochs, auto_lr, prior_init
 from seqtune.state import LoopState
@@ -306,6 +306,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     state = setup_state(cfg, world, run_dir, resume_from, unwrapped, optimizer, scheduler, reporter)
     collator = Collator(tokenizer, t.pad_to_multiple_of, max_length if t.fixed_length else None)
     precision = resolve_precision(t.precision, device)
+    if world.size > 1:  # `auto` measures per process: all compute in bf16 only if every one of them chose it
+        precision = "bf16" if world.sum([float(precision == "bf16")])[0] == world.size else "fp32"
     features = None
     if t.train_layers:  # after the resumed weights are in: the cache is computed from the frozen bottom's own
         with world.accelerator.main_process_first():  # one process computes the cache, the others read it

@@ -19,11 +19,12 @@ from seqtune import runfolder
 from seqtune.batching import column, length_grouped_order, random_order, take_rows
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
-from seqtune.inference import autocast, evaluate
+from seqtune.inference import evaluate
 from seqtune.long_inputs import per_document
 from seqtune.losses import loss_sum
 from seqtune.metrics import compute_metrics, is_better, tune_threshold
 from seqtune.outcome import TrainResult, finish, finished_result, result
+from seqtune.precision import autocast
 from seqtune.progress import Reporter
 from seqtune.setup_steps import AlreadyFinished, RunContext, setup, setup_data, setup_optimizer
 from seqtune.state import LoopState
