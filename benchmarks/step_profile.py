@@ -3,7 +3,8 @@ batches of 16, autocast in the chosen precision, fused AdamW, clipping), ops gro
 
     python benchmarks/step_profile.py --glue-dir ../shared/glue [--precision bf16] [--steps 20] [--dropout 0.1]
 
-Writes ``benchmarks/results/step_profile-<precision>.{json,md}``: per group the share of the step's self CPU time,
+Writes ``benchmarks/results/step_profile-<precision>[-fresh-embedding-grad].{json,md}``:
+per group the share of the step's self CPU time,
 and the 15 most expensive ops. Groups: matmuls (mm/addmm/bmm/linear and fused attention), casts and copies,
 layer norm, GELU, dropout (random masks and their use), softmax and unfused attention, embedding lookup and its
 backward, the optimizer, gradient clipping, everything else.
@@ -58,10 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--dropout", type=float, default=None, help="model.dropout (default: the model's own)")
     p.add_argument("--freeze-embeddings", action="store_true")
+    p.add_argument(
+        "--fresh-embedding-grad",
+        action="store_true",
+        help="PyTorch's own embedding backward (a new dense gradient every step), not seqtune's reused one",
+    )
     args = p.parse_args(argv)
 
     from seqtune.batching import Collator, column, length_grouped_order, take_rows
     from seqtune.data import load_glue
+    from seqtune.embedding_grad import reuse_embedding_grad
     from seqtune.encoding import tokenize
     from seqtune.modeling import load_model, load_tokenizer, resolve_model
     from seqtune.param_groups import param_groups
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(path, task, dropout=args.dropout)
     if args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    elif not args.fresh_embedding_grad:
+        reuse_embedding_grad(model)  # as seqtune's single-process CPU runs do
     opt = torch.optim.AdamW(param_groups(model, 8e-5, 0.01), lr=8e-5, fused=True)
     model.train()
     cpu = torch.device("cpu")
@@ -110,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
         "dropout": args.dropout,
         "freeze_embeddings": args.freeze_embeddings,
+        "fresh_embedding_grad": args.fresh_embedding_grad,
         "steps": args.steps,
         "tokens_per_second_profiled": round(tokens / wall),
         "groups": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    stem = RESULTS / f"step_profile-{args.precision}"
+    stem = RESULTS / f"step_profile-{args.precision}{'-fresh-embedding-grad' if args.fresh_embedding_grad else ''}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
     stem.with_suffix(".md").write_text(render(record))
     print(render(record))
@@ -139,7 +149,10 @@ def render(r: dict) -> str:
         "",
         f"{r['steps']} profiled steps after 3 warm-up steps, fused AdamW, clipping at 1.0, dropout "
         f"{'the model' + chr(39) + 's own (0.1)' if r['dropout'] is None else r['dropout']}"
-        f"{', frozen word embeddings' if r['freeze_embeddings'] else ''}; {r['tokens_per_second_profiled']:,} real "
+        f"{', frozen word embeddings' if r['freeze_embeddings'] else ''}"
+        f"{', a fresh word-embedding gradient each step' if r.get('fresh_embedding_grad') else ''}"
+        f"{', the word-embedding gradient in a reused buffer' if r.get('fresh_embedding_grad') is False else ''}; "
+        f"{r['tokens_per_second_profiled']:,} real "
         f"tokens/s under the profiler. Machine: {m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, "
         f"{r['date']}.",
     ]

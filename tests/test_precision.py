@@ -89,5 +89,9 @@ def test_auto_precision_can_be_forced_either_way(machine, monkeypatch):
         precision.resolve_precision("auto", CPU)
 
 
-def test_time_matmul_measures_a_real_matmul():
+def test_time_matmul_measures_a_real_matmul_without_touching_the_global_rng():
+    """A run's first `auto` measures; its resumed run reads the cache: dropout masks must not depend on which."""
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
     assert precision.time_matmul(torch.float32, seconds=0.02) > 0.1  # GFLOP/s: any CPU does far more
+    assert torch.equal(torch.get_rng_state(), before)

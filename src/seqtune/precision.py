@@ -46,7 +46,8 @@ def cpu_flags() -> list[str]:
 def time_matmul(dtype: torch.dtype, seconds: float = 0.25) -> float:
     """GFLOP/s of one `_SHAPE` matmul in ``dtype`` on the CPU: the best of repeated runs within ``seconds``."""
     m, k, n = _SHAPE
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    rng = torch.Generator().manual_seed(0)  # not the global generator: a run's dropout must not see this measurement
+    a, b = torch.randn(m, k, generator=rng).to(dtype), torch.randn(k, n, generator=rng).to(dtype)
     torch.mm(a, b)  # warm-up: kernels are chosen on first use
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:

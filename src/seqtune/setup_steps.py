@@ -24,6 +24,7 @@ from seqtune.batching import Collator, column
 from seqtune.config import RunConfig
 from seqtune.data import hold_out, load_custom, load_glue, select_samples, shard_rows
 from seqtune.distributed import World, launch_world
+from seqtune.embedding_grad import reuse_embedding_grad
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.frozen import FeatureCache, build_cache, freeze_bottom
@@ -293,7 +294,9 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     model = world.accelerator.prepare(model)
     lr = auto_lr(t.lr, task.is_multi_label)
-    optimizer = setup_optimizer(model, cfg, device, lr)
+    optimizer = setup_optimizer(model, cfg, device, lr)  # freezes the word embeddings for --freeze-embeddings
+    if world.size == 1 and device.type == "cpu":  # DDP reduces dense gradients; GPUs reuse memory already
+        reuse_embedding_grad(model)
     train_ds = encoded["train"]
     step_size = t.batch_size * world.size * t.grad_accum
     steps_per_epoch = math.ceil(len(train_ds) / step_size)
