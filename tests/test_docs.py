@@ -119,15 +119,20 @@ def test_rendered_tables_match_the_benchmark_results():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_benchmark_mfu_is_measured_against_the_precision_it_ran_in():
+def _benchmark(name: str):
+    """A module of benchmarks/ (they import each other by plain name, so the folder is on the path to import)."""
     import importlib
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        speed = importlib.import_module("train_speed")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_benchmark_mfu_is_measured_against_the_precision_it_ran_in():
+    speed = _benchmark("train_speed")
     final = {"train_seconds": 10.0, "f1": 0.9, "accuracy": 0.8}
     run = {"train_seconds": 10.0, "real_tokens": 1000, "padded_tokens": 1100, "samples": 30, "epochs": 3,
            "wall_seconds": 11.0, "peak_rss_mb": 1.0, "evals": [final], "final": final}  # fmt: skip
@@ -145,14 +150,7 @@ def test_benchmark_mfu_is_measured_against_the_precision_it_ran_in():
 
 
 def test_a_rendered_marker_the_renderer_cannot_read_is_an_error():
-    import importlib
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        render = importlib.import_module("render_tables")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    render = _benchmark("render_tables")
     with pytest.raises(ValueError, match="rendered blocks not understood: no-close"):
         render.render_page("text\n<!-- rendered:no-close -->\nold table\n")
     page = "<!-- rendered:step_profile-bf16 -->\nstale\n<!-- /rendered:step_profile-bf16 -->\n"
