@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LiveServer, make_rows, run_cli, write_csv
+from conftest import LiveServer, assert_clean_error, make_rows, run_cli, write_csv
 
 from seqtune import load_config
 from seqtune.metrics import compute_metrics, probabilities, tune_threshold
@@ -109,4 +109,28 @@ def test_tune_threshold_on_a_multi_class_task_is_a_clear_error(tiny_model_dir, t
                            "--output", tmp_path / "run", "--quiet")  # fmt: skip
     assert code == 2 and err.count("\n") == 1
     assert "--tune-threshold: custom is 3-class single-label" in err and "drop --tune-threshold" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_metric_chooses_what_selects_the_checkpoint_and_tunes_the_threshold(tiny_model_dir, tmp_path):
+    # imbalanced binary own data: 'pos' in a third of the rows, so accuracy and F1 disagree about what is best
+    rows = [{"text": r["text"], "label": "pos" if i % 3 == 0 else "neg"} for i, r in enumerate(make_rows(90))]
+    data = write_csv(tmp_path / "rare.csv", rows)
+    out = tmp_path / "run"
+    train(load_config(None, [f"model.name={tiny_model_dir}", f"output={out}", "quiet=true", "model.max_length=32",
+                             f"data.train_file={data}", "train.epochs=3", "train.lr=1e-3", "train.metric=f1",
+                             "train.tune_threshold=true"]))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selection_metric"] == "f1" and metrics["threshold"]["metric"] == "f1"
+    scores = [h["metrics"]["validation"]["f1"] for h in metrics["history"]]
+    assert metrics["best"]["score"] == max(scores) == metrics["best"]["metrics"]["validation"]["f1"]
+    assert load_task(out).selection_metric == "f1"
+
+
+def test_an_unknown_metric_is_a_clear_error_naming_the_tasks_metrics(tiny_model_dir, tmp_path, capsys):
+    data = write_csv(tmp_path / "two.csv", make_rows(30))
+    code, _, err = run_cli(capsys, "train", "--train-file", data, "--model", tiny_model_dir, "--metric", "f2",
+                           "--output", tmp_path / "run", "--quiet")  # fmt: skip
+    assert_clean_error(code, err, "--metric f2: custom reports accuracy, f1, f1_macro; choose one of them (or drop "
+                                  "--metric to select on accuracy)")  # fmt: skip
     assert not (tmp_path / "run").exists()

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from seqtune.config import cli_flags
+from seqtune.config_flags import cli_flags
 from seqtune.errors import SeqtuneError
 
-# Flags of train and search, generated from the config fields (seqtune.config.cli_flags): each sets its dotted key,
-# as a ``key=value`` override applied after --config.
+# Flags of train and search, generated from the config fields (seqtune.config_flags.cli_flags): each sets its
+# dotted key, as a ``key=value`` override applied after --config.
 FLAGS = cli_flags()
 
 

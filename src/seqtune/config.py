@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
 from seqtune.config_values import (
     apply_values,
-    attribute_docs,
     choice_problems,
-    first_sentence,
     flat,
     nest,
     parse_overrides,
     read_yaml,
-    scalar_type,
 )
 from seqtune.errors import ConfigError, SeqtuneError
 
@@ -169,6 +166,10 @@ class TrainConfig:
     """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
     early_stopping_patience: int | None = _flag("--early-stopping", None)
     """Stop after this many evaluations without improvement of the task's selection metric."""
+    metric: str | None = _flag("--metric", None)
+    """The selection metric: the one of the task's metrics that picks the kept checkpoint, stops early and tunes the
+    threshold (e.g. ``f1`` for imbalanced binary data). ``None``: the task's own (GLUE: its official metric; own
+    data: ``accuracy``, ``f1_micro`` for multi-label, ``pearson`` for regression)."""
     train_layers: int | None = _flag("--train-layers", None)
     """Freeze-and-cache: train only the top K encoder layers and the head; the frozen bottom's output is computed once
     per training example and cached, so steps run only the top K layers (`seqtune.frozen`). ``None``: all train."""
@@ -364,37 +365,3 @@ def tracker_names(report_to: str | None) -> list[str]:
     if not report_to or report_to.strip().lower() == "none":
         return []
     return [name.strip().lower() for name in report_to.split(",") if name.strip()]
-
-
-@dataclass(frozen=True)
-class CliFlag:
-    """A command-line flag of ``seqtune train`` / ``search``, generated from a config field."""
-
-    flag: str
-    key: str  # the dotted config key it sets
-    type: type | None  # the value's type; None: a switch that sets ``value``
-    help: str  # the first sentence of the field's docstring
-    value: Any = None
-
-
-def cli_flags() -> list[CliFlag]:
-    """Every config field with a flag, in config order: its flag, switches and help from the field's docstring."""
-    out: list[CliFlag] = []
-    groups: list[tuple[str, type]] = [("", RunConfig)]
-    groups += [
-        (f"{f.name}.", f.default_factory) for f in dataclasses.fields(RunConfig) if f.default_factory is not MISSING
-    ]  # type: ignore[misc]
-    for prefix, cls in groups:
-        docs, hints = attribute_docs(cls), get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if "flag" not in f.metadata:
-                continue
-            key, text = f"{prefix}{f.name}", first_sentence(docs.get(f.name, ""))
-            kind = scalar_type(hints[f.name])
-            if kind is bool:
-                out.append(CliFlag(f.metadata["flag"], key, None, text, not f.default))
-            else:
-                out.append(CliFlag(f.metadata["flag"], key, kind, text))
-            for switch, value in f.metadata["shortcuts"].items():
-                out.append(CliFlag(switch, key, None, f"{key}={value}", value))
-    return out

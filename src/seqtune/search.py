@@ -139,7 +139,7 @@ def search(
     """
     import optuna
 
-    from seqtune.tasks import get_task
+    from seqtune.tasks import LOWER_IS_BETTER, get_task
     from seqtune.training import train
 
     space = space if space is not None else copy.deepcopy(DEFAULT_SPACE)
@@ -147,7 +147,7 @@ def search(
     out = Path(cfg.output or "runs/search")
     out.mkdir(parents=True, exist_ok=True)
     url = storage_url(storage) if storage else f"sqlite:///{out.resolve() / 'study.db'}"
-    greater = get_task(cfg.task).greater_is_better if cfg.task else True
+    greater = (cfg.train.metric or (get_task(cfg.task).selection_metric if cfg.task else None)) not in LOWER_IS_BETTER
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
     study = _open_study(optuna, url, study_name, "maximize" if greater else "minimize", cfg.seed)

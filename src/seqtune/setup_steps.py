@@ -92,6 +92,7 @@ def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
             task = replace(task, eval_splits=("validation",))
     else:
         raw, task = load_custom(cfg.data, cfg.seed)
+    task = task.selecting(cfg.train.metric)
     missing = [s for s in ("train", *task.eval_splits) if s not in raw]
     if missing:
         raise SeqtuneError(

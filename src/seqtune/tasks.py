@@ -11,6 +11,8 @@ from typing import Literal
 
 from seqtune.errors import SeqtuneError
 
+LOWER_IS_BETTER = frozenset({"loss", "mse"})  # selection metrics where a lower score is the better one
+
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
 
 
@@ -85,7 +87,23 @@ class TaskSpec:
 
     @property
     def greater_is_better(self) -> bool:
-        return self.selection_metric not in {"loss", "mse"}
+        return self.selection_metric not in LOWER_IS_BETTER
+
+    def selecting(self, metric: str | None) -> TaskSpec:
+        """This task with ``metric`` (one of its metrics) as the selection metric; ``None`` keeps its own.
+
+        Example:
+            >>> get_task("mrpc").selecting("f1").selection_metric
+            'f1'
+        """
+        if metric is None:
+            return self
+        if metric not in self.metrics:
+            raise SeqtuneError(
+                f"--metric {metric}: {self.name} reports {', '.join(self.metrics)}; choose one of them "
+                f"(or drop --metric to select on {self.selection_metric})"
+            )
+        return replace(self, selection_metric=metric)
 
     def with_labels(self, label_names: tuple[str, ...]) -> TaskSpec:
         return replace(self, label_names=label_names)
