@@ -1,11 +1,13 @@
 """Freeze-and-cache against full fine-tuning: training time, tokens/s-equivalent and dev score per GLUE task.
 
     python benchmarks/freeze_cache.py --glue-dir ../shared/glue --tasks mrpc,rte,cola,stsb --layers full,1,2,3 \\
-        --seeds 42,43,44 [--threads 1]
+        --seeds 42,43,44 [--threads 1] [--full-from runs/glue-defaults]
 
 Each (task, contender, seed) is one `seqtune.train` run with the defaults; a contender ``K`` adds
 ``--train-layers K`` (the top K of MiniLM's 6 layers train, the bottom's output is cached), ``full`` trains every
-layer, and ``K@LR`` (``2@2e-4``) also sets the learning rate. Training seconds include building the cache.
+layer, ``loraR`` trains rank-R adapters (``--lora R``), and ``K@LR`` (``2@2e-4``, ``lora8@5e-4``) also sets the
+learning rate. Training seconds include building the cache. ``--full-from`` reads the ``full`` runs from a
+`seqtune glue` output folder (same defaults, same dev scoring) instead of training them again.
 "tokens/s-equivalent" is the real (unpadded) training tokens of the whole run divided by its training seconds, the
 same count for every contender, so it compares like with like.
 The dev split is scored once per run at its kept checkpoint; nothing is chosen on it. Results are appended to
@@ -34,7 +36,9 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
 
     overrides = [f"task={task}", f"data.data_dir={args.glue_dir}", f"seed={seed}", "quiet=true", *args.set]
     k, _, lr = layers.partition("@")
-    if k != "full":
+    if k.startswith("lora"):
+        overrides.append(f"model.lora_rank={k.removeprefix('lora')}")
+    elif k != "full":
         overrides.append(f"train.train_layers={k}")
     if lr:
         overrides.append(f"train.lr={lr}")
@@ -65,14 +69,43 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
     }
 
 
+def read_full(run_dir: Path, task: str, seed: int) -> dict:
+    """The ``full`` record of a finished run folder with the defaults (e.g. one of `seqtune glue`'s, which trains
+    exactly what ``full`` would), instead of training it again."""
+    from seqtune.precision import cpu_flags
+    from seqtune.run_metrics import read_run_metrics
+
+    metrics = read_run_metrics(run_dir)
+    raw = json.loads((run_dir / "metrics.json").read_text())
+    split = next(iter(metrics.best["metrics"]))
+    return {
+        "task": task,
+        "layers": "full",
+        "seed": seed,
+        "selection_metric": metrics.selection_metric,
+        "score": metrics.best["score"],
+        "dev": metrics.best["metrics"][split],
+        "train_seconds": round(metrics.train_seconds, 1),
+        "wall_seconds": None,
+        "tokens_per_second": round(raw["tokens_per_second"]),
+        "precision": raw.get("precision"),
+        "threads": "all",
+        "scored_on": "dev",
+        "from": str(run_dir),
+        "cpu": " ".join(cpu_flags()) or "avx2 only",
+        "date": time.strftime("%Y-%m-%d", time.localtime(run_dir.joinpath("metrics.json").stat().st_mtime)),
+    }
+
+
 def _contender(layers: str) -> str:
     k, _, lr = layers.partition("@")
-    return ("all 6" if k == "full" else f"top {k}") + (f", lr {lr}" if lr else "")
+    name = "all 6" if k == "full" else f"LoRA rank {k.removeprefix('lora')}" if k.startswith("lora") else f"top {k}"
+    return name + (f", lr {lr}" if lr else "")
 
 
 def render(records: list[dict]) -> str:
     lines = [
-        "# Freeze-and-cache (`--train-layers K`) against full fine-tuning, MiniLM, GLUE",
+        "# Freeze-and-cache (`--train-layers K`) and LoRA (`--lora R`) against full fine-tuning, MiniLM, GLUE",
         "",
         "| task | layers trained | scored on | metric | mean | std | seeds | train s | x full's speed | "
         "tok/s-equivalent | precision | threads | cpu |",
@@ -115,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads per run (1 when another job shares the machine)")
     p.add_argument("--set", action="append", default=[], help="extra override for every run (key=value)")
     p.add_argument("--out", type=Path, default=RESULTS / "freeze_cache.json")
+    p.add_argument(
+        "--full-from",
+        type=Path,
+        metavar="GLUE_OUTPUT",
+        help="take the 'full' runs from `seqtune glue --output GLUE_OUTPUT` (<task>/seed-N) when there",
+    )
     args = p.parse_args(argv)
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
     scored_on = "carved" if "data.validation_from_train=true" in args.set else "dev"
@@ -122,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         for task in args.tasks.split(","):
             for layers in args.layers.split(","):
-                if (task, layers, seed, scored_on) not in done:
+                if (task, layers, seed, scored_on) in done:
+                    continue
+                glue_run = args.full_from / task / f"seed-{seed}" if args.full_from else None
+                if layers == "full" and scored_on == "dev" and glue_run and (glue_run / "metrics.json").is_file():
+                    append(args.out, records, read_full(glue_run, task, seed), render)
+                else:
                     append(args.out, records, run_one(task, layers, seed, args), render)
     return 0
 

@@ -25,6 +25,7 @@ from seqtune.config import TrainConfig
 from seqtune.data import load_glue
 from seqtune.embedding_grad import reuse_embedding_grad
 from seqtune.encoding import tokenize
+from seqtune.lora import add_lora
 from seqtune.modeling import load_model, load_tokenizer, resolve_model
 from seqtune.tasks import get_task
 
@@ -37,6 +38,7 @@ LEVERS = {
     "no dropout at all": {"dropout": 0.0, "fused": True},
     "frozen word embeddings": {"freeze": True, "fused": True},
     "no attention dropout + frozen word emb.": {"attention_dropout": 0.0, "freeze": True, "fused": True},
+    "LoRA rank 8 (adapters + head train; seqtune --lora 8)": {"lora": 8, "fused": True},
     # no autocast: fp32 weights and activations, oneDNN runs the fp32 matmuls in bf16 (only with --precision bf16)
     "fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)": {"fused": True, "matmul_precision": "bf16"},
 }
@@ -56,6 +58,8 @@ def make(lever: dict, path: str, task):
         model.get_input_embeddings().weight.requires_grad_(False)
     if lever.get("reuse_grad"):
         reuse_embedding_grad(model)
+    if lever.get("lora"):
+        model = add_lora(model, lever["lora"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=8e-5, fused=lever.get("fused", False) or None)
     model.train()

@@ -6,9 +6,10 @@ scored once on a held-out test file at the tuned threshold and at 0.5.
         --test-file ../shared/data/clinc150/test.csv --label-column intent --set train.metric=f1 --seeds 3 \\
         --output runs/threshold-clinc-oos
 
-``--one-vs-rest LABEL`` turns a multi-class file into the binary task "LABEL or not" (label ``LABEL`` / ``other``),
-as a user with such data would, written under ``--output``. Runs start or resume (a finished one is read back).
-Results are appended to ``benchmarks/results/threshold_study.json``; ``threshold_study.md`` is rendered from all.
+``--one-vs-rest LABEL`` turns a multi-class file into the binary task "LABEL or not" (labels ``LABEL`` and
+``--negative-name``, default ``in_scope``), as a user with such data would, written under ``--output``. Runs
+start or resume (a finished one is read back). Results are appended to ``benchmarks/results/threshold_study.json``;
+``threshold_study.md`` is rendered from all of them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def one_vs_rest(src: Path, label_column: str, positive: str, dst: Path) -> Path:
-    """``src`` with its label column replaced by ``positive`` / ``other``."""
+def one_vs_rest(src: Path, label_column: str, positive: str, negative: str, dst: Path) -> Path:
+    """``src`` with its label column replaced by ``positive`` / ``negative``."""
     with src.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or label_column not in rows[0]:
@@ -35,7 +36,7 @@ def one_vs_rest(src: Path, label_column: str, positive: str, dst: Path) -> Path:
     with dst.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows({**r, label_column: positive if r[label_column] == positive else "other"} for r in rows)
+        w.writerows({**r, label_column: positive if r[label_column] == positive else negative} for r in rows)
     return dst
 
 
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label-column", default="label")
     p.add_argument("--multi-label", action="store_true")
     p.add_argument("--one-vs-rest", metavar="LABEL", help="make the task binary: LABEL against every other label")
+    p.add_argument(
+        "--negative-name",
+        default="in_scope",
+        help="--one-vs-rest: the other label's name; it must sort "
+        "before LABEL, so that LABEL is label 1, the class binary F1 is about",
+    )
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--threads", type=int)
@@ -63,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
     files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
     if args.one_vs_rest:
-        files = {k: f and one_vs_rest(f, args.label_column, args.one_vs_rest, args.output / "data" / f"{k}.csv")
-                 for k, f in files.items()}  # fmt: skip
+        if not args.negative_name < args.one_vs_rest:
+            p.error(f"--negative-name {args.negative_name} must sort before {args.one_vs_rest} (labels are sorted)")
+        files = {k: f and one_vs_rest(f, args.label_column, args.one_vs_rest, args.negative_name,
+                                      args.output / "data" / f"{k}.csv") for k, f in files.items()}  # fmt: skip
     overrides = [f"data.train_file={files['train']}", f"data.label_column={args.label_column}", "quiet=true",
                  "train.tune_threshold=true", *args.set]  # fmt: skip
     if files["validation"]:

@@ -54,6 +54,9 @@ class ModelConfig:
     reinit_layers: int = _flag("--reinit-layers", 0)
     """Re-initialise the top N encoder layers before fine-tuning (Zhang et al. 2021): their pretrained weights are
     specialised to the pretraining objective. 0 keeps them all."""
+    lora_rank: int | None = _flag("--lora", None)
+    """Train low-rank adapters (LoRA, via peft) of this rank on the encoder's linear layers instead of its weights; the
+    head trains in full, and the run folder holds the merged model (`seqtune.lora`). ``None``: train every weight."""
     trust_remote_code: bool = False
     """Allow model repos to run their own Python code. Off unless you trust the source."""
     allow_pickle: bool = _flag("--allow-pickle", False)
@@ -61,7 +64,7 @@ class ModelConfig:
     unpickling can run code. When on, the file is still read with ``torch.load(weights_only=True)``."""
 
     def problems(self) -> list[str]:
-        out = _at_least_one({"model.max_length": self.max_length}, null_ok=True)
+        out = _at_least_one({"model.max_length": self.max_length, "model.lora_rank": self.lora_rank}, null_ok=True)
         if isinstance(self.reinit_layers, int) and self.reinit_layers < 0:
             out.append(f"model.reinit_layers: expected 0 or more, found {self.reinit_layers}")
         if isinstance(self.dropout, float) and not 0 <= self.dropout < 1:
@@ -272,6 +275,8 @@ class RunConfig:
             problems.append("nothing to train on: give a GLUE task name (e.g. mrpc) or --train-file")
         if self.task is not None and self.data.train_file is not None:
             problems.append("give either a GLUE task or --train-file, not both")
+        if self.model.lora_rank and self.train.train_layers:
+            problems.append("--lora and --train-layers are two ways to train part of the model; choose one")
         return problems
 
     def check(self) -> RunConfig:

@@ -1,4 +1,4 @@
-"""Optional extras (serve, export): imported only when used, with the exact install line when missing."""
+"""Optional extras (serve, export, lora): imported only when used, with the exact install line when missing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import ModuleType
 from seqtune.errors import SeqtuneError
 
 # extra -> the packages it installs (as in pyproject.toml's optional-dependencies)
-EXTRAS = {"serve": "fastapi uvicorn", "export": "onnx onnxruntime onnxscript"}
+EXTRAS = {"serve": "fastapi uvicorn", "export": "onnx onnxruntime onnxscript", "lora": "peft"}
 
 
 def require(module: str, extra: str) -> ModuleType:

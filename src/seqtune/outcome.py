@@ -13,6 +13,7 @@ from safetensors.torch import load_model as load_weights
 from seqtune import runfolder
 from seqtune.batching import column
 from seqtune.long_inputs import describe, per_document
+from seqtune.lora import merged
 from seqtune.metrics import compute_metrics, is_better, trivial_baseline, undefined_reason
 from seqtune.model_card import write_model_card
 from seqtune.progress import hf_progress
@@ -120,7 +121,7 @@ def _write_finished_run(ctx: RunContext, state: LoopState) -> TrainResult:
         task, threshold = with_tuned_threshold(task, state.best, predictions)
     warnings = quality_warnings(task, state.best, predictions, per_document(train_ds, None, False)[1])
     with hf_progress(False):
-        model.save_pretrained(run_dir)
+        merged(model).save_pretrained(run_dir)  # LoRA: adapters folded in, so the folder is a plain model
         ctx.tokenizer.save_pretrained(run_dir)
     metrics = RunMetrics(
         task=task.name,

@@ -30,6 +30,7 @@ from seqtune.errors import SeqtuneError
 from seqtune.frozen import FeatureCache, build_cache, freeze_bottom
 from seqtune.long_inputs import LongInputs
 from seqtune.long_inputs import summary as windows_summary
+from seqtune.lora import add_lora
 from seqtune.losses import class_weights
 from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.param_groups import param_groups, reinit_top_layers
@@ -289,6 +290,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     )
     if cfg.model.reinit_layers and not resume_from:
         reinit_top_layers(model, cfg.model.reinit_layers)
+    if cfg.model.lora_rank:  # before `prepare` too: only the adapters and the head train
+        model = add_lora(model, cfg.model.lora_rank)
     if t.train_layers:  # before `prepare`: a distributed model only syncs the parameters that train
         freeze_bottom(model, t.train_layers)
     if world.size > 1:
