@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from records import append
+from records import append, mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -115,13 +115,13 @@ def render(records: list[dict]) -> str:
     for r in records:
         groups.setdefault((f"{r['task']}|{r.get('scored_on', 'dev')}", r["layers"]), []).append(r)
     for (task, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1])):
-        scores = [r["score"] for r in rs]
+        mean, std = mean_std([r["score"] for r in rs])
         secs = statistics.fmean(r["train_seconds"] for r in rs)
         full = groups.get((task, "full"))
         ratio = f"{statistics.fmean(r['train_seconds'] for r in full) / secs:.2f}x" if full else "-"
         lines.append(
             f"| {task.split('|')[0]} | {_contender(layers)} | {task.split('|')[1]} | {rs[0]['selection_metric']} | "
-            f"{statistics.fmean(scores):.4f} | {statistics.stdev(scores) if len(scores) > 1 else 0.0:.4f} | "
+            f"{mean:.4f} | {std:.4f} | "
             f"{len(rs)} | {secs:.0f} | {ratio} | {statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | "
             f"{rs[0]['precision']} | {rs[0]['threads']} | {rs[0]['cpu']} |"
         )

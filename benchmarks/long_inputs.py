@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from records import append
+from records import append, mean_pm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -77,14 +77,10 @@ def render(records: list[dict]) -> str:
     for r in records:
         groups.setdefault((r["max_length"], r["mode"], " ".join(r["overrides"]) or "defaults"), []).append(r)
 
-    def ms(values: list[float]) -> str:
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.4f} ± {std:.4f}"
-
     for (max_length, mode, overrides), rs in sorted(groups.items()):
         lines.append(
-            f"| {max_length} | {mode} | {overrides} | {ms([r['validation_accuracy'] for r in rs])} | "
-            f"{ms([r['test_accuracy'] for r in rs])} | {ms([r['test_f1_macro'] for r in rs])} | {len(rs)} | "
+            f"| {max_length} | {mode} | {overrides} | {mean_pm([r['validation_accuracy'] for r in rs])} | "
+            f"{mean_pm([r['test_accuracy'] for r in rs])} | {mean_pm([r['test_f1_macro'] for r in rs])} | {len(rs)} | "
             f"{statistics.fmean(r['train_seconds'] for r in rs):.0f} | "
             f"{statistics.fmean(r['test_seconds'] for r in rs):.1f} | {rs[0]['long_inputs']} |"
         )

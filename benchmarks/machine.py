@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
 
 
 def cpuinfo() -> tuple[str, list[str]]:
     """The CPU model name and which of `FLAGS` it has (from /proc/cpuinfo; empty where there is none)."""
-    path = Path("/proc/cpuinfo")
-    text = path.read_text() if path.is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    present = set(flags_line.split(":", 1)[1].split()) if flags_line else set()
-    return model or platform.processor() or platform.machine(), [f for f in FLAGS if f in present]
+    from seqtune.precision import cpu_model_and_flags
+
+    model, flags = cpu_model_and_flags(FLAGS)
+    return model or platform.processor() or platform.machine(), flags
 
 
 def machine_class(flags: list[str], peaks: dict[str, float] | None = None) -> str:

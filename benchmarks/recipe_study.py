@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from records import append
+from records import append, mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -111,10 +111,10 @@ def render(records: list[dict]) -> str:
         groups.setdefault((r["task"], r["recipe"]), []).append(r)
     for (task, recipe), rs in sorted(groups.items()):
         scores = [r["score"] if r["score"] is not None else float("nan") for r in rs]
-        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        mean, std = mean_std(scores)
         epochs = "/".join(f"{r['best_epoch']:.1f}" if r["best_epoch"] is not None else "-" for r in rs)
         lines.append(
-            f"| {task} | {recipe} | {rs[0]['selection_metric']} | {statistics.fmean(scores):.4f} | {std:.4f} | "
+            f"| {task} | {recipe} | {rs[0]['selection_metric']} | {mean:.4f} | {std:.4f} | "
             f"{len(rs)} | {epochs} | {statistics.fmean(r['train_seconds'] for r in rs):.0f} | "
             f"{statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | {rs[0]['precision']} | {rs[0]['cpu']} |"
         )

@@ -4,6 +4,7 @@ interrupted benchmark keeps what it measured and a rerun skips it."""
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,3 +15,19 @@ def append(out: Path, records: list[dict], record: dict, render: Callable[[list[
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1))
     out.with_suffix(".md").write_text(render(records))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of per-seed results.
+
+    Example:
+        >>> mean_std([0.5, 0.7]), mean_std([0.5])
+        ((0.6, 0.1414213562373095), (0.5, 0.0))
+    """
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_pm(values: list[float]) -> str:
+    """``mean ± std`` over seeds, to four places: ``0.6000 ± 0.1414``."""
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"

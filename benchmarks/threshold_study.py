@@ -23,6 +23,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from records import mean_pm  # same directory
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -112,11 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
-
-
 def render(records: list[dict]) -> str:
     lines = [
         "# Decision thresholds (`--tune-threshold`) on own data",
@@ -136,8 +133,8 @@ def render(records: list[dict]) -> str:
         thresholds = ", ".join(f"{x['threshold']['value']:.2f}" for x in runs)
         lines.append(
             f"| {r['name']} | {m} | {r['seeds']} | {thresholds} | "
-            f"{_mean_std([x['threshold']['score_at_0.5'] for x in runs])} | "
-            f"{_mean_std([x['threshold']['score'] for x in runs])} | {_mean_std(half)} | {_mean_std(tuned)} | "
+            f"{mean_pm([x['threshold']['score_at_0.5'] for x in runs])} | "
+            f"{mean_pm([x['threshold']['score'] for x in runs])} | {mean_pm(half)} | {mean_pm(tuned)} | "
             f"{statistics.fmean(tuned) - statistics.fmean(half):+.4f} | {others} | "
             f"{statistics.fmean(x['train_seconds'] for x in runs):.0f} | {runs[0]['precision']} | {r['cpu']} |"
         )

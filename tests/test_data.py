@@ -476,6 +476,10 @@ def test_held_out_validation_needs_rows_and_a_sane_fraction(tmp_path):
     one = _rows_csv(tmp_path / "one.csv", "text,label", ["a,x"])
     with _raises(f"{one}: 1 row(s) is too few to hold out validation rows; add examples or pass --validation-file"):
         load_custom(DataConfig(train_file=one, problem_type="multi_label"))
+    two = _rows_csv(tmp_path / "two.csv", "text,label", ["a,x", "b,y"])
+    with _raises(f"{two}: holding out 60% of 2 row(s) leaves none to train on; add examples, lower "
+                 "data.validation_fraction or pass --validation-file"):  # fmt: skip
+        load_custom(DataConfig(train_file=two, validation_fraction=0.6))
     train = _rows_csv(tmp_path / "d.csv", "text,label", SENTIMENT)
     with _raises("validation fraction 1.5 is not between 0 and 1"):
         load_custom(DataConfig(train_file=train, validation_fraction=1.5))

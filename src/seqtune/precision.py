@@ -29,13 +29,15 @@ MIN_SPEEDUP = 1.1  # bf16 must beat fp32 by this much: autocast's casts and bf16
 _SHAPE = (1024, 384, 1536)  # tokens x hidden x FFN width: MiniLM's feed-forward matmul for a batch of 16 x 64 tokens
 
 
-def cpu_model_and_flags() -> tuple[str, list[str]]:
-    """The CPU's model name and the speed-relevant flags (`CPU_FLAGS`) it has, from /proc/cpuinfo (empty
-    elsewhere)."""
+def cpu_model_and_flags(wanted: tuple[str, ...] = CPU_FLAGS) -> tuple[str, list[str]]:
+    """The CPU's model name and which of the ``wanted`` flags (default: the speed-relevant `CPU_FLAGS`) it has, from
+    /proc/cpuinfo (empty elsewhere)."""
     cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    return model, [flag for flag in CPU_FLAGS if flag in text]
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags_line = next((line for line in lines if line.startswith("flags")), "")
+    present = set(flags_line.split(":", 1)[1].split()) if ":" in flags_line else set()
+    return model, [flag for flag in wanted if flag in present]
 
 
 def cpu_flags() -> list[str]:
