@@ -79,3 +79,36 @@ def test_glue_without_data_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
     code, _, err = _glue(capsys, tiny_model_dir, tmp_path / "empty", tmp_path / "out", "--tasks", "rte")
     assert code == 2 and err.count("\n") == 1
     assert "none of rte has train and dev files; check --data-dir" in err
+
+
+def test_glue_ensemble_makes_each_task_a_seed_ensemble_that_the_submission_predicts_with(
+    tiny_model_dir, two_tasks, tmp_path, capsys
+):
+    import numpy as np
+
+    from seqtune.predict import load_run, predict
+
+    out = tmp_path / "glue"
+    code, _, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--seeds", "2", "--ensemble")
+    assert code == 0, err
+    ensemble = json.loads((out / "rte" / "metrics.json").read_text())["ensemble"]
+    assert ensemble["members"] == ["seed-42", "seed-43"]
+    members = [np.load(out / "rte" / f"seed-{s}" / "eval_predictions.npz") for s in (42, 43)]
+    probs = np.mean([np.exp(m["validation/logits"]) / np.exp(m["validation/logits"]).sum(-1, keepdims=True)
+                     for m in members], axis=0)  # fmt: skip
+    accuracy = float(np.mean(probs.argmax(-1) == members[0]["validation/labels"]))
+    results = json.loads((out / RESULTS_JSON).read_text())["tasks"]["rte"]
+    assert results["ensemble"]["validation"]["accuracy"] == pytest.approx(accuracy)
+    assert (
+        f"| rte | validation | accuracy | {results['metrics']['validation']['accuracy']['mean']:.4f} |"
+        in (out / RESULTS_MD).read_text()
+    )
+    test = [line.split("\t") for line in (two_tasks / "RTE" / "test.tsv").read_text().splitlines()[1:]]
+    expected = [r["label"] for r in predict(load_run(out / "rte"), [a for _, a, _ in test], [b for _, _, b in test])]
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        submitted = [line.split("\t")[1] for line in zf.read("RTE.tsv").decode().splitlines()[1:]]
+    assert submitted == expected
+    # a rerun reads the ensemble back; --ensemble needs two seeds or more
+    assert _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--seeds", "2", "--ensemble")[0] == 0
+    code, _, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--ensemble")
+    assert code == 2 and "--ensemble combines the runs of --seeds N (N >= 2)" in err

@@ -53,6 +53,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _run_args(p)
     p.add_argument("--tasks", help="comma-separated GLUE tasks (default: all nine; those without data are skipped)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per task (seed, seed+1, ...)")
+    p.add_argument("--ensemble", action="store_true", help="with --seeds N: each task predicts with all N models' mean")
     p = sub.add_parser("search", help="hyperparameter search, then retrain the best configuration")
     _run_args(p)
     p.add_argument("--trials", type=int, default=20, help="number of trials in the study")
@@ -264,7 +265,7 @@ def _run_glue(ns: argparse.Namespace) -> int:
     cfg = load_config(ns.config, [f"task={(tasks or ['mrpc'])[0]}", *overrides])
     if cfg.data.data_dir is None:
         raise SeqtuneError("glue needs --data-dir DIR: a folder with <TASK>/train.tsv, dev.tsv, test.tsv")
-    run_glue(cfg, cfg.data.data_dir, tasks, ns.seeds, cfg.output or "runs/glue")
+    run_glue(cfg, cfg.data.data_dir, tasks, ns.seeds, cfg.output or "runs/glue", ensemble=ns.ensemble)
     return 0
 
 

@@ -104,17 +104,37 @@ def _best_seed_run(task_name: str, run_dirs: list[Path]) -> Path:
     return max(run_dirs, key=score)
 
 
+def _ensemble(folder: Path, runs: list[Path]) -> dict[str, dict[str, float]]:
+    """``<output>/<task>`` made a seed ensemble of its seed runs (or read back when it already is one of exactly
+    them): its metrics per evaluation split."""
+    from seqtune.run_metrics import SeedsMetrics, read_metrics
+    from seqtune.seeds import make_ensemble, seed_summary
+
+    if _finished(folder):
+        record = read_metrics(folder)
+        members = record.ensemble["members"] if isinstance(record, SeedsMetrics) and record.ensemble else None
+        if members == [r.name for r in runs]:
+            return record.ensemble["metrics"]
+    split = get_task(folder.name).eval_splits[0]
+    summary = seed_summary([m.best_scores(split) for m in map(read_run_metrics, runs) if m.best])
+    cfg = runfolder.load_run_config(runs[0]).with_overrides({"output": str(folder)})
+    return make_ensemble(folder, runs, cfg, summary).ensemble["metrics"]
+
+
 def write_results(out: Path, result: GlueResult) -> None:
-    """results.json and results.md (one row per task, official metrics as mean +- std over seeds)."""
+    """results.json and results.md (one row per task, official metrics as mean +- std over seeds; with
+    ``--ensemble`` the seed ensemble's score beside them)."""
     (out / RESULTS_JSON).write_text(json.dumps({"tasks": result.tasks, "skipped": result.skipped}, indent=1))
-    lines = ["# seqtune glue", "", "| task | split | metric | mean | std | seeds | train s | tok/s | precision |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["# seqtune glue", "", "| task | split | metric | mean | std | seeds | ensemble | train s | tok/s | "
+             "precision |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in result.tasks.items():
         for split, values in s["metrics"].items():
             for metric, v in values.items():
+                ens = s.get("ensemble", {}).get(split, {}).get(metric)
                 lines.append(
                     f"| {name} | {split} | {metric} | {v['mean']:.4f} | {v['std']:.4f} | {v['n']} | "
-                    f"{s['train_seconds']:.0f} | {s['tokens_per_second']:,.0f} | {s['precision']} |"
+                    f"{'' if ens is None else f'{ens:.4f}'} | {s['train_seconds']:.0f} | "
+                    f"{s['tokens_per_second']:,.0f} | {s['precision']} |"
                 )
     lines += ["", *(f"- {name}: skipped ({why})" for name, why in result.skipped.items())]
     warnings = [f"- {name}: {w}" for name, s in result.tasks.items() for w in s["warnings"]]
@@ -132,7 +152,8 @@ def write_submission(out: Path, result: GlueResult, data_dir: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for name, summary in result.tasks.items():
-        run_dir = _best_seed_run(name, [Path(r) for r in summary["runs"]])
+        # the seed ensemble when there is one; else the seed that scored best on dev
+        run_dir = out / name if "ensemble" in summary else _best_seed_run(name, [Path(r) for r in summary["runs"]])
         task = get_task(name)
         if all((data_dir / GLUE_FOLDERS[name] / task.glue_files[s].filename).is_file() for s in task.test_splits):
             glue_submission(run_dir, folder, str(data_dir))
@@ -147,9 +168,15 @@ def write_submission(out: Path, result: GlueResult, data_dir: Path) -> Path:
 
 
 def run_glue(
-    base: RunConfig, data_dir: str | Path, tasks: list[str] | None = None, seeds: int = 1, output: str | Path = "glue"
+    base: RunConfig,
+    data_dir: str | Path,
+    tasks: list[str] | None = None,
+    seeds: int = 1,
+    output: str | Path = "glue",
+    ensemble: bool = False,
 ) -> GlueResult:
-    """Train every GLUE task with data in ``data_dir`` (or the ``tasks`` named) over ``seeds`` seeds.
+    """Train every GLUE task with data in ``data_dir`` (or the ``tasks`` named) over ``seeds`` seeds; ``ensemble``
+    (two or more seeds): each task's folder becomes a seed ensemble, which the submission predicts with.
 
     Example:
         >>> run_glue(RunConfig(), "../shared/glue", ["rte", "mrpc"], seeds=3, output="runs/glue")  # doctest: +SKIP
@@ -159,6 +186,8 @@ def run_glue(
         raise SeqtuneError(f"{data_dir}: GLUE folder not found; pass --data-dir with <TASK>/train.tsv files")
     if seeds < 1:
         raise SeqtuneError(f"--seeds {seeds}: expected at least 1")
+    if ensemble and seeds < 2:
+        raise SeqtuneError("--ensemble combines the runs of --seeds N (N >= 2); add e.g. --seeds 3")
     names = [get_task(t).name for t in tasks] if tasks else list(GLUE_TASKS)
     ready, skipped = available(data_dir, names)
     reporter = Reporter(base.quiet)
@@ -188,7 +217,10 @@ def run_glue(
         shown = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
         reporter.summary(f"[{n}/{len(jobs)}] {name} seed {seed}: {shown or 'no usable score'}{eta}")
         if all(_finished(out / name / f"seed-{s}") for t, s in jobs if t == name):
-            result.tasks[name] = _summary(name, [out / name / f"seed-{s}" for t, s in jobs if t == name])
+            runs = [out / name / f"seed-{s}" for t, s in jobs if t == name]
+            result.tasks[name] = _summary(name, runs)
+            if ensemble:
+                result.tasks[name]["ensemble"] = _ensemble(out / name, runs)
             write_results(out, result)
     result.submission = write_submission(out, result, data_dir)
     reporter.summary(f"results: {out / RESULTS_MD}; submission: {result.submission}")

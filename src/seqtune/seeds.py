@@ -67,16 +67,24 @@ def train_seeds(cfg: RunConfig, n_seeds: int, ensemble: bool = False) -> tuple[P
             per_seed.append(result.best["metrics"][split])
         runs.append(result.run_dir)
     summary = seed_summary(per_seed)
-    record = SeedsMetrics(seeds=n_seeds, runs=[str(r) for r in runs], summary=summary)
     if not ensemble:
-        record.write(out)
+        SeedsMetrics(seeds=n_seeds, runs=[str(r) for r in runs], summary=summary).write(out)
         return out, summary
+    make_ensemble(out, runs, cfg.with_overrides({"data.split_seed": split_seed}), summary)
+    return out, summary
+
+
+def make_ensemble(out: Path, runs: list[Path], cfg: RunConfig, summary: dict[str, dict[str, Any]]) -> SeedsMetrics:
+    """Make ``out`` a run folder that predicts with the mean of the finished ``runs`` (its members, folders inside
+    it), scored on their evaluation rows; ``cfg`` is recorded as its config and ``summary`` (`seed_summary` of the
+    members' scores) as the seeds' spread the gain is measured against."""
+    record = SeedsMetrics(seeds=len(runs), runs=[str(r) for r in runs], summary=summary)
     task = _write_ensemble_files(out, runs)
-    cfg.with_overrides({"data.split_seed": split_seed}).save(out / runfolder.CONFIG_FILE)
+    cfg.save(out / runfolder.CONFIG_FILE)
     task, record.ensemble = _score_ensemble(out, runs, task, summary)
     record.write(out)
     _finish_ensemble(out, task, record)
-    return out, summary
+    return record
 
 
 def _write_ensemble_files(out: Path, runs: list[Path]) -> TaskSpec:
