@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from records import replace_named  # same directory
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -84,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
-    records = json.loads(args.out.read_text()) if args.out.is_file() else []
-    records = [r for r in records if r["name"] != args.name] + [result]
-    args.out.write_text(json.dumps(records, indent=1))
-    args.out.with_suffix(".md").write_text(render(records))
+    replace_named(args.out, result, render)
     print(json.dumps(result, indent=1))
     return 0
 

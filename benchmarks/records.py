@@ -31,3 +31,14 @@ def mean_pm(values: list[float]) -> str:
     """``mean ± std`` over seeds, to four places: ``0.6000 ± 0.1414``."""
     mean, std = mean_std(values)
     return f"{mean:.4f} ± {std:.4f}"
+
+
+def replace_named(out: Path, record: dict, render: Callable[[list[dict]], str]) -> list[dict]:
+    """Put ``record`` into the JSON list at ``out`` in place of the one with its ``name`` (a data set measured
+    again), then re-render the Markdown table; returns the records."""
+    records = json.loads(out.read_text()) if out.is_file() else []
+    records = [r for r in records if r["name"] != record["name"]] + [record]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records, indent=1))
+    out.with_suffix(".md").write_text(render(records))
+    return records

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from records import mean_pm  # same directory
+from records import mean_pm, replace_named  # same directory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
-    records = json.loads(args.out.read_text()) if args.out.is_file() else []
-    records = [r for r in records if r["name"] != args.name] + [result]
-    args.out.write_text(json.dumps(records, indent=1))
-    args.out.with_suffix(".md").write_text(render(records))
+    replace_named(args.out, result, render)
     print(render([result]))
     return 0
 

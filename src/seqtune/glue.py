@@ -92,9 +92,10 @@ def _summary(task_name: str, run_dirs: list[Path]) -> dict[str, Any]:
     }
 
 
-def _best_seed_run(task_name: str, run_dirs: list[Path]) -> Path:
-    """The seed whose kept checkpoint scored best on dev: the run the submission predicts with."""
-    task = get_task(task_name)
+def _best_seed_run(run_dirs: list[Path]) -> Path:
+    """The seed whose kept checkpoint scored best on dev (by the runs' selection metric, `--metric` included): the
+    run the submission predicts with."""
+    task = runfolder.load_task(run_dirs[0])
 
     def score(d: Path) -> float:
         best = read_run_metrics(d).best
@@ -153,7 +154,7 @@ def write_submission(out: Path, result: GlueResult, data_dir: Path) -> Path:
     folder.mkdir(parents=True)
     for name, summary in result.tasks.items():
         # the seed ensemble when there is one; else the seed that scored best on dev
-        run_dir = out / name if "ensemble" in summary else _best_seed_run(name, [Path(r) for r in summary["runs"]])
+        run_dir = out / name if "ensemble" in summary else _best_seed_run([Path(r) for r in summary["runs"]])
         task = get_task(name)
         if all((data_dir / GLUE_FOLDERS[name] / task.glue_files[s].filename).is_file() for s in task.test_splits):
             glue_submission(run_dir, folder, str(data_dir))
