@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from seqtune import load_config
     from seqtune.glue import run_glue
-    from seqtune.precision import cpu_flags
+    from seqtune.precision import cpu_flags, cpu_model_and_flags
     from seqtune.runfolder import TASK_FILE
 
     tasks = args.tasks.split(",")
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # read back: the wall time of the command that trained these runs, when this file recorded it
         "wall_seconds": round(wall, 1) if fresh else before.get("wall_seconds") if same_runs else None,
         "cpu": " ".join(cpu_flags()) or "avx2 only",
+        "cpu_model": cpu_model_and_flags()[0],
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.write_text(json.dumps(record, indent=1))
@@ -76,8 +77,9 @@ def render(r: dict) -> str:
     wall = f"{r['wall_seconds'] / 60:.0f} minutes" if r["wall_seconds"] else "not timed (read back)"
     threads = next((o.split("=", 1)[1] for o in r.get("overrides", []) if o.startswith("train.num_threads=")), None)
     shared = f"; {threads} torch thread(s), sharing the machine with other jobs (an upper bound)" if threads else ""
-    lines += ["", f"Machine: 2-core VM, CPU flags {r['cpu']}; {r['seeds']} seed(s); whole command: {wall}{shared}; "
-              f"{r['date']}."]  # fmt: skip
+    model = f"{r['cpu_model']} " if r.get("cpu_model") else ""
+    lines += ["", f"Machine: 2-core {model}VM, CPU flags {r['cpu']}; {r['seeds']} seed(s); whole command: "
+              f"{wall}{shared}; {r['date']}."]  # fmt: skip
     lines += [f"- skipped {name}: {why}" for name, why in r["skipped"].items()]
     return "\n".join(lines) + "\n"
 
