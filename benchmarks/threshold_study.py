@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "runs": runs,
         "overrides": args.set,
+        "threads": args.threads or "all",
         "cpu": " ".join(cpu_flags()) or "avx2 only",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -116,8 +117,8 @@ def render(records: list[dict]) -> str:
         "# Decision thresholds (`--tune-threshold`) on own data",
         "",
         "| data | metric | seeds | thresholds | validation at 0.5 | validation tuned | test at 0.5 | test tuned | "
-        "test gain | other test metrics (at 0.5 -> tuned) | train s | precision | cpu |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "test gain | other test metrics (at 0.5 -> tuned) | train s | threads | precision | cpu |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         m, runs = r["metric"], r["runs"]
@@ -133,12 +134,14 @@ def render(records: list[dict]) -> str:
             f"{mean_pm([x['threshold']['score_at_0.5'] for x in runs])} | "
             f"{mean_pm([x['threshold']['score'] for x in runs])} | {mean_pm(half)} | {mean_pm(tuned)} | "
             f"{statistics.fmean(tuned) - statistics.fmean(half):+.4f} | {others} | "
-            f"{statistics.fmean(x['train_seconds'] for x in runs):.0f} | {runs[0]['precision']} | {r['cpu']} |"
+            f"{statistics.fmean(x['train_seconds'] for x in runs):.0f} | {r.get('threads', 'all')} | "
+            f"{runs[0]['precision']} | {r['cpu']} |"
         )
     lines += ["", "Each run trains with `--tune-threshold` (the threshold is chosen at every evaluation on the "
               "validation split, and the kept checkpoint is the one with the best tuned score); its kept model is "
               "then scored once on the test file at that threshold and at 0.5. Mean ± std over seeds. Train seconds "
-              "are wall seconds on the machine named."]  # fmt: skip
+              "are wall seconds per run on the machine named; runs with 1 thread shared its 2 cores with one other "
+              "1-thread job."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
