@@ -95,3 +95,15 @@ def test_lora_with_train_layers_is_a_clear_error(tiny_model_dir, toy_csv, tmp_pa
                            "--train-layers", "1", "--output", tmp_path / "run", "--quiet")  # fmt: skip
     assert_clean_error(code, err, "--lora and --train-layers are two ways to train part of the model; choose one")
     assert not (tmp_path / "run").exists()
+
+
+def test_lora_gets_its_own_automatic_learning_rate(tiny_model_dir, toy_csv, tmp_path):
+    from seqtune.recipe import DEFAULT_LR, LORA_LR
+
+    rates = {}
+    for name, lora in (("lora", "model.lora_rank=4"), ("full", "model.lora_rank=null")):
+        cfg = load_config(None, [f"model.name={tiny_model_dir}", f"output={tmp_path / name}", "quiet=true",
+                                 f"data.train_file={toy_csv}", "train.max_steps=1", lora])  # fmt: skip
+        train(cfg)
+        rates[name] = json.loads((tmp_path / name / "metrics.json").read_text())["distributed"]["lr"]
+    assert rates == {"lora": LORA_LR, "full": DEFAULT_LR} and LORA_LR > DEFAULT_LR

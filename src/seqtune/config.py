@@ -150,8 +150,8 @@ class TrainConfig:
     eval_batch_size: int = 128
     """Examples per evaluation batch."""
     lr: float | None = _flag("--lr", None)
-    """Peak learning rate of AdamW (reached after warmup, then linear decay to 0). ``None`` (auto): 8e-5, or 2e-4
-    for multi-label tasks (`seqtune.recipe`)."""
+    """Peak learning rate of AdamW (reached after warmup, then linear decay to 0). ``None`` (auto): 8e-5, 2e-4 for
+    multi-label tasks, 5e-4 with ``--lora`` (`seqtune.recipe`)."""
     weight_decay: float = 0.01
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     layer_decay: float = _flag("--layer-decay", 1.0)

@@ -297,7 +297,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     model = world.accelerator.prepare(model)
-    lr = auto_lr(t.lr, task.is_multi_label)
+    lr = auto_lr(t.lr, task.is_multi_label, lora=bool(cfg.model.lora_rank))
     optimizer = setup_optimizer(model, cfg, device, lr)  # freezes the word embeddings for --freeze-embeddings
     if world.size == 1 and device.type == "cpu":  # DDP reduces dense gradients; GPUs reuse memory already
         reuse_embedding_grad(model)
