@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict:
     from seqtune import load_config, train
-    from seqtune.precision import cpu_flags
+    from seqtune.precision import cpu_flags, cpu_model_and_flags
 
     overrides = [f"task={task}", f"data.data_dir={args.glue_dir}", f"seed={seed}", "quiet=true", *args.set]
     k, _, lr = layers.partition("@")
@@ -65,6 +65,7 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
         "threads": args.threads or "all",
         "scored_on": "carved" if "data.validation_from_train=true" in args.set else "dev",
         "cpu": " ".join(cpu_flags()) or "avx2 only",
+        "cpu_model": cpu_model_and_flags()[0],
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -72,7 +73,7 @@ def run_one(task: str, layers: str, seed: int, args: argparse.Namespace) -> dict
 def read_full(run_dir: Path, task: str, seed: int) -> dict:
     """The ``full`` record of a finished run folder with the defaults (e.g. one of `seqtune glue`'s, which trains
     exactly what ``full`` would), instead of training it again."""
-    from seqtune.precision import cpu_flags
+    from seqtune.precision import cpu_flags, cpu_model_and_flags
     from seqtune.run_metrics import read_run_metrics
 
     metrics = read_run_metrics(run_dir)
@@ -93,6 +94,7 @@ def read_full(run_dir: Path, task: str, seed: int) -> dict:
         "scored_on": "dev",
         "from": str(run_dir),
         "cpu": " ".join(cpu_flags()) or "avx2 only",
+        "cpu_model": cpu_model_and_flags()[0],
         "date": time.strftime("%Y-%m-%d", time.localtime(run_dir.joinpath("metrics.json").stat().st_mtime)),
     }
 
@@ -108,30 +110,31 @@ def render(records: list[dict]) -> str:
         "# Freeze-and-cache (`--train-layers K`) and LoRA (`--lora R`) against full fine-tuning, MiniLM, GLUE",
         "",
         "| task | layers trained | scored on | metric | mean | std | seeds | train s | x full's speed | "
-        "tok/s-equivalent | precision | threads | cpu |",
+        "tok/s-equivalent | precision | threads | date |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    # a row per task, validation kind, day and contender; speed ratios only against full runs of the same day
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        groups.setdefault((f"{r['task']}|{r.get('scored_on', 'dev')}", r["layers"]), []).append(r)
-    for (task, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1])):
+        groups.setdefault((f"{r['task']}|{r.get('scored_on', 'dev')}|{r['date']}", r["layers"]), []).append(r)
+    for (key, layers), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1])):
+        task, scored_on, date = key.split("|")
         mean, std = mean_std([r["score"] for r in rs])
         secs = statistics.fmean(r["train_seconds"] for r in rs)
-        full = groups.get((task, "full"))
+        full = groups.get((key, "full"))
         ratio = f"{statistics.fmean(r['train_seconds'] for r in full) / secs:.2f}x" if full else "-"
         lines.append(
-            f"| {task.split('|')[0]} | {_contender(layers)} | {task.split('|')[1]} | {rs[0]['selection_metric']} | "
-            f"{mean:.4f} | {std:.4f} | "
+            f"| {task} | {_contender(layers)} | {scored_on} | {rs[0]['selection_metric']} | {mean:.4f} | {std:.4f} | "
             f"{len(rs)} | {secs:.0f} | {ratio} | {statistics.fmean(r['tokens_per_second'] for r in rs):,.0f} | "
-            f"{rs[0]['precision']} | {rs[0]['threads']} | {rs[0]['cpu']} |"
+            f"{rs[0]['precision']} | {rs[0]['threads']} | {date} |"
         )
     lines += [
         "",
         "Scores: the kept checkpoint's score on GLUE dev, or on 10% of the training rows held out (carved: "
         "`data.validation_from_train`, where learning rates are compared), with seqtune's defaults otherwise "
         "(automatic epochs and learning rate, mean pooling). Train seconds include computing the frozen bottom's "
-        "cache (one forward pass over the training set). Machine: 2-core VM; "
-        + ", ".join(sorted({f"{r['date']}: {r['cpu']}" for r in records}))
+        "cache (one forward pass over the training set). Machines (2-core VMs): "
+        + "; ".join(sorted({f"{r['date']}: {r.get('cpu_model') or '?'} ({r['cpu']})" for r in records}))
         + ". "
         "Runs with 1 thread shared the machine with one other 1-thread job: compare rows of one task, not seconds "
         "across days.",
