@@ -27,12 +27,13 @@ def head_modules(model: nn.Module) -> list[str]:
     Example (BERT with the [CLS] head): ``["classifier", "bert.pooler"]``.
     """
     encoder = getattr(model, "base_model", model)
-    names = [n for n, child in model.named_children() if child is not encoder and any(True for _ in child.parameters())]
-    pooler = getattr(encoder, "pooler", None)
-    if encoder is not model and isinstance(pooler, nn.Module):
-        prefix = next(n for n, child in model.named_children() if child is encoder)
-        names.append(f"{prefix}.pooler")
-    return names
+    names, pooler = [], None
+    for name, child in model.named_children():
+        if child is encoder:
+            pooler = f"{name}.pooler" if isinstance(getattr(encoder, "pooler", None), nn.Module) else None
+        elif any(True for _ in child.parameters()):
+            names.append(name)
+    return names + ([pooler] if pooler else [])
 
 
 def add_lora(model: nn.Module, rank: int) -> nn.Module:
