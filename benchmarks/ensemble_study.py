@@ -5,6 +5,13 @@ a held-out test file, with the cost (training seconds of the members, prediction
         --test-file ../shared/data/nlupp_hotels/test.jsonl --label-column intents --multi-label --seeds 3 \\
         --output runs/nlupp-ens
 
+With ``--out-of-scope LABEL`` (CLINC150: ``oos``) the test also gives the two figures such intent sets are judged by
+(Larson et al. 2019): accuracy on the in-scope rows and recall of the out-of-scope class.
+
+    python benchmarks/ensemble_study.py --name clinc150 --train-file ../shared/data/clinc150/train.csv \\
+        --test-file ../shared/data/clinc150/test.csv --label-column intent --out-of-scope oos \\
+        --set data.validation_file=../shared/data/clinc150/validation.csv --output runs/clinc-ens
+
 The runs start or resume (a finished folder is read back, not retrained). Results are appended to
 ``benchmarks/results/ensemble_study.json``; ``ensemble_study.md`` is rendered from all of them.
 """
@@ -30,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-file", required=True)
     p.add_argument("--label-column", default="label")
     p.add_argument("--multi-label", action="store_true")
+    p.add_argument("--out-of-scope", help="the out-of-scope label: also report in-scope accuracy and its recall")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--threads", type=int)
@@ -58,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(folder)
         started = time.perf_counter()
         scored[name] = {"test": evaluate_file(run, args.test_file), "predict_seconds": time.perf_counter() - started}
+        if args.out_of_scope:
+            scored[name]["test"] |= scope_scores(run, args.test_file, args.label_column, args.out_of_scope)
         if name != "ensemble":
             scored[name]["train_seconds"] = read_run_metrics(folder).train_seconds
     members = [scored[m] for m in record["ensemble"]["members"]]
+    extra = ["in_scope_accuracy", "out_of_scope_recall"] if args.out_of_scope else []
     metric = record["ensemble"]["threshold"]["metric"] if record["ensemble"]["threshold"] else next(iter(summary))
     result = {
         "name": args.name,
@@ -75,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": [m["test"][metric] for m in members],
             "seeds_mean": statistics.fmean(m["test"][metric] for m in members),
             "ensemble": scored["ensemble"]["test"][metric],
+            **{
+                name: {"seeds": [m["test"][name] for m in members], "ensemble": scored["ensemble"]["test"][name]}
+                for name in extra
+            },
         },  # fmt: skip
         "train_seconds_total": sum(m["train_seconds"] for m in members),
         "predict_seconds": {
@@ -89,6 +104,26 @@ def main(argv: list[str] | None = None) -> int:
     replace_named(args.out, result, render)
     print(json.dumps(result, indent=1))
     return 0
+
+
+def scope_scores(run, test_file: str, label_column: str, out_of_scope: str) -> dict[str, float]:
+    """Accuracy on the rows whose gold label is not ``out_of_scope`` (a row predicted out of scope counts as wrong)
+    and the recall of ``out_of_scope``."""
+    import pandas as pd
+
+    from seqtune.predict import predict
+
+    frame = pd.read_csv(test_file)
+    text_column = next(c for c in frame.columns if c != label_column)
+    gold = frame[label_column].astype(str).tolist()
+    pred = [r["label"] for r in predict(run, frame[text_column].astype(str).tolist())]
+    inside = [g != out_of_scope for g in gold]
+    hits = [g == p for g, p in zip(gold, pred, strict=True)]
+    n_in = sum(inside)
+    return {
+        "in_scope_accuracy": sum(h for h, i in zip(hits, inside, strict=True) if i) / n_in,
+        "out_of_scope_recall": sum(h for h, i in zip(hits, inside, strict=True) if not i) / (len(gold) - n_in),
+    }
 
 
 def render(records: list[dict]) -> str:
@@ -108,7 +143,21 @@ def render(records: list[dict]) -> str:
             f"{t['ensemble'] - t['seeds_mean']:+.4f} | {r['train_seconds_total']:.0f} | "
             f"{ps['one member']:.1f} / {ps['ensemble']:.1f} | {r['precision']} | {r['cpu']} |"
         )
-    lines += ["", "Validation: rows carved from the training file (`data.split_seed`, the same for every seed); the "
+    scoped = [r for r in records if "in_scope_accuracy" in r["test"]]
+    if scoped:
+        lines += ["", "Intent sets with an out-of-scope class, test:", "",
+                  "| data | in-scope accuracy: seeds mean (each) | ensemble | out-of-scope recall: seeds mean "
+                  "| ensemble |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+    for r in scoped:
+        acc, rec = r["test"]["in_scope_accuracy"], r["test"]["out_of_scope_recall"]
+        each = ", ".join(f"{x:.4f}" for x in acc["seeds"])
+        lines.append(
+            f"| {r['name']} | {statistics.fmean(acc['seeds']):.4f} ({each}) | {acc['ensemble']:.4f} | "
+            f"{statistics.fmean(rec['seeds']):.4f} | {rec['ensemble']:.4f} |"
+        )
+    lines += ["", "Validation: rows carved from the training file (`data.split_seed`, the same for every seed), or "
+              "the data set's own validation file when its overrides name one (CLINC150); the "
               "ensemble's threshold is tuned there. Test: the data set's own test file, scored once after training. "
               "Times are wall seconds on the machine named, with other jobs sharing its 2 cores."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from safetensors.torch import load_model, save_model
 from seqtune.errors import SeqtuneError
 from seqtune.runfolder import (
     CHECKPOINTS,
+    CKPT_AVERAGE,
     CKPT_OPTIMIZER,
     CKPT_RNG,
     CKPT_SCHEDULER,
@@ -73,10 +74,12 @@ def save_checkpoint(
     loop_state: dict[str, Any],
     keep: int,
     rank_rngs: list[dict[str, Any]] | None = None,
+    average: torch.nn.Module | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-<step>`` atomically and prune all but the newest ``keep``.
 
     ``rank_rngs``: in a distributed run, every process's RNG state in rank order (``rng-rank<N>.pt`` each).
+    ``average``: with ``--ema``, the `torch.optim.swa_utils.AveragedModel` of the weights.
 
     A failed write (disk full, ...) removes its half-written folder and raises `SeqtuneError`; the checkpoints
     written before stay as they were.
@@ -90,6 +93,8 @@ def save_checkpoint(
     try:
         tmp.mkdir()
         save_model(model, str(tmp / WEIGHTS_FILE))
+        if average is not None:
+            save_model(average, str(tmp / CKPT_AVERAGE))
         for name, obj in ((CKPT_OPTIMIZER, optimizer.state_dict()), (CKPT_SCHEDULER, scheduler.state_dict())):
             _torch_save(obj, tmp / name)
         _torch_save(rng_state(), tmp / CKPT_RNG)
@@ -189,7 +194,12 @@ def saved_world_size(path: Path) -> int:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rank: int = 0,
+    average: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore everything saved by `save_checkpoint`; returns the loop state. ``rank``: whose RNG state to load.
 
@@ -197,6 +207,8 @@ def load_checkpoint(
     refused, never executed.
     """
     load_model(model, str(path / WEIGHTS_FILE))
+    if average is not None:
+        load_model(average, str(path / CKPT_AVERAGE))
     optimizer.load_state_dict(_load(path / CKPT_OPTIMIZER))
     scheduler.load_state_dict(_load(path / CKPT_SCHEDULER))
     set_rng_state(_load(path / rank_rng_file(rank)))

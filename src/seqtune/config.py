@@ -169,6 +169,9 @@ class TrainConfig:
     """Evaluate every N optimizer steps; 0 = at the end of every epoch."""
     early_stopping_patience: int | None = _flag("--early-stopping", None)
     """Stop after this many evaluations without improvement of the task's selection metric."""
+    ema: float | None = _flag("--ema", None)
+    """Evaluate and keep an exponential moving average of the weights, updated after every optimizer step with this
+    decay (e.g. 0.99: about the last 100 steps); the live weights are scored beside it (`seqtune.averaging`)."""
     metric: str | None = _flag("--metric", None)
     """The selection metric: the one of the task's metrics that picks the kept checkpoint, stops early and tunes the
     threshold (e.g. ``f1`` for imbalanced binary data). ``None``: the task's own (GLUE: its official metric; own
@@ -220,6 +223,7 @@ class TrainConfig:
             "save_every_minutes": (self.save_every_minutes, lambda v: v > 0, "a positive number or null"),
             "warmup_ratio": (self.warmup_ratio, lambda v: 0 <= v < 1, "a number in [0, 1)"),
             "layer_decay": (self.layer_decay, lambda v: 0 < v <= 1, "a factor in (0, 1]"),
+            "ema": (self.ema, lambda v: 0 <= v < 1, "a decay in [0, 1) or null (off)"),
         }
         for key, (value, ok, expected) in checks.items():
             if isinstance(value, float) and not ok(value):

@@ -42,6 +42,7 @@ FEATURE_CACHE = "features"  # --train-layers: the frozen bottom's cached output,
 CKPT_STATE = "state.json"  # the loop's progress (seqtune.state.LoopState)
 CKPT_OPTIMIZER = "optimizer.pt"
 CKPT_SCHEDULER = "scheduler.pt"
+CKPT_AVERAGE = "average.safetensors"  # --ema: the moving average of the weights (and how many steps it holds)
 CKPT_RNG = "rng.pt"  # rank 0; rng-rank<N>.pt for the other processes of a distributed run (`rank_rng_file`)
 
 

@@ -20,6 +20,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, g
 
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
+from seqtune.averaging import WeightAverage
 from seqtune.batching import Collator, column
 from seqtune.config import RunConfig
 from seqtune.data import hold_out, load_custom, load_glue, select_samples, shard_rows
@@ -61,6 +62,7 @@ class RunContext:
     collator: Collator
     loss_weights: torch.Tensor | None  # class weights, when asked for
     features: FeatureCache | None  # --train-layers: the frozen bottom's output per training example
+    average: WeightAverage | None  # --ema: the moving average of the weights, which is evaluated and kept
     precision: str
     lr: float  # train.lr, or its automatic value for the task
     tune_threshold: bool  # train.tune_threshold, or its automatic value (on for multi-label)
@@ -248,14 +250,19 @@ def setup_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     reporter: Reporter,
+    average: WeightAverage | None = None,
 ) -> LoopState:
     """A fresh start (a new folder with its config.yaml), or the state, weights, optimizer, scheduler and RNG states
-    of the checkpoint being resumed. ``model``: the unwrapped model."""
+    of the checkpoint being resumed (and its weight average, with ``--ema``). ``model``: the unwrapped model."""
     if resume_from is None:
         world.on_main(lambda: start_folder(run_dir, cfg))
         return LoopState(world_size=world.size)
     world.check_resume(ckpt.saved_world_size(resume_from), resume_from)
-    state = LoopState.from_dict(ckpt.load_checkpoint(resume_from, model, optimizer, scheduler, world.rank))
+    state = LoopState.from_dict(
+        ckpt.load_checkpoint(
+            resume_from, model, optimizer, scheduler, world.rank, average.averaged if average else None
+        )
+    )
     world.on_main(lambda: runfolder.trim_log(run_dir, state.step))  # drop lines logged after the checkpoint
     reporter.info(f"resumed from {resume_from} at step {state.step}")
     return state
@@ -310,7 +317,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     weighted = t.class_weights and task.num_labels > 1
     weights = class_weights(task, column(train_ds, "labels")).to(device) if weighted else None
     unwrapped = world.accelerator.unwrap_model(model)
-    state = setup_state(cfg, world, run_dir, resume_from, unwrapped, optimizer, scheduler, reporter)
+    average = WeightAverage(unwrapped, t.ema) if t.ema is not None else None
+    state = setup_state(cfg, world, run_dir, resume_from, unwrapped, optimizer, scheduler, reporter, average)
     collator = Collator(tokenizer, t.pad_to_multiple_of, max_length if t.fixed_length else None)
     precision = resolve_precision(t.precision, device)
     if world.size > 1:  # `auto` measures per process: all compute in bf16 only if every one of them chose it
@@ -338,6 +346,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         loss_weights=weights,
         precision=precision,
         features=features,
+        average=average,
         lr=lr,
         tune_threshold=task.is_multi_label if t.tune_threshold is None else t.tune_threshold,
         step_size=step_size,

@@ -133,6 +133,8 @@ def optimizer_step(
     step_loss /= ctx.world.size
     check_loss(step_loss, state.step + 1, ctx.run_dir)  # NaN/inf: stop before it reaches the weights
     ctx.optimizer.step()
+    if ctx.average is not None:
+        ctx.average.update(ctx.unwrapped)
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)
     state.step += 1
@@ -187,22 +189,25 @@ def evaluate_and_checkpoint(
     bar: Any,
     on_evaluate: Callable[[int, float], None] | None,
 ) -> bool:
-    """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop."""
+    """Evaluate, track the best, save a resumable checkpoint. Returns True when early stopping says stop.
+
+    With ``--ema`` the weight average is what is scored and kept; the live weights' metrics go beside it."""
     t, task = ctx.cfg.train, ctx.task
-    unwrapped = ctx.unwrapped
-    metrics, logits = evaluate(
-        unwrapped, ctx.encoded, task, ctx.collator, t.eval_batch_size, ctx.device, ctx.precision, bar, ctx.world
-    )
-    ctx.model.train()
+    kept = ctx.average.model if ctx.average is not None else ctx.unwrapped
+    metrics, logits, threshold = score_weights(ctx, kept, bar)
     entry = {
         "step": state.step,
         "epoch": round(state.step / ctx.steps_per_epoch, 4),
         "train_seconds": round(state.train_seconds, 3),  # training time so far, evaluation excluded
         "metrics": metrics,
     }
-    if ctx.tune_threshold:  # each evaluation is scored, and so selected, at its own best decision threshold
-        entry["threshold"], entry["metrics"] = tuned_metrics(ctx, logits)
-        metrics = entry["metrics"]
+    if threshold is not None:  # each evaluation is scored, and so selected, at its own best decision threshold
+        entry["threshold"] = threshold
+    if ctx.average is not None:
+        live_metrics, _, live_threshold = score_weights(ctx, ctx.unwrapped, bar)
+        entry["live"] = {"metrics": live_metrics}
+        if live_threshold is not None:
+            entry["live"]["threshold"] = live_threshold
     score = metrics[task.eval_splits[0]][task.selection_metric]
     state.history.append(entry)
     ctx.tracker.log_eval(state.step, metrics)
@@ -213,15 +218,33 @@ def evaluate_and_checkpoint(
     else:  # NaN (e.g. Pearson of constant predictions) is never better: no improvement for early stopping
         state.bad_evals += 1
     if improved or state.best is None:  # until a score is finite, the latest weights stand in for the best
-        ctx.world.on_main(lambda: save_best(ctx, unwrapped, logits))
+        ctx.world.on_main(lambda: save_best(ctx, kept, logits))
     if on_evaluate is not None:
         on_evaluate(len(state.history) - 1, score)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics[task.eval_splits[0]].items())
+    if "live" in entry:
+        split, name = task.eval_splits[0], task.selection_metric
+        shown += f" (weight average; live weights: {name} {entry['live']['metrics'][split][name]:.4f})"
     ctx.reporter.info(f"step {state.step} eval: {shown}{'  (best)' if improved else ''}")
     stop_early = bool(t.early_stopping_patience and state.bad_evals >= t.early_stopping_patience)
     if state.step < ctx.total_steps and not stop_early:  # a finished run's checkpoints are deleted right away
         save_checkpoint(ctx, state, session)
     return stop_early
+
+
+def score_weights(
+    ctx: RunContext, model: torch.nn.Module, bar: Any
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], float | None]:
+    """One model's metrics on every evaluation split, its logits, and its tuned threshold (``None`` untuned)."""
+    t = ctx.cfg.train
+    metrics, logits = evaluate(
+        model, ctx.encoded, ctx.task, ctx.collator, t.eval_batch_size, ctx.device, ctx.precision, bar, ctx.world
+    )
+    ctx.model.train()
+    if not ctx.tune_threshold:
+        return metrics, logits, None
+    threshold, tuned = tuned_metrics(ctx, logits)
+    return tuned, logits, threshold
 
 
 def tuned_metrics(ctx: RunContext, logits: dict[str, np.ndarray]) -> tuple[float, dict[str, dict[str, float]]]:
@@ -252,7 +275,15 @@ def save_checkpoint(ctx: RunContext, state: LoopState, session: Session) -> None
     unwrapped, t = ctx.unwrapped, ctx.cfg.train
     world.on_main(
         lambda: ckpt.save_checkpoint(
-            ctx.run_dir, state.step, unwrapped, ctx.optimizer, ctx.scheduler, state.to_dict(), t.keep_checkpoints, rngs
+            ctx.run_dir,
+            state.step,
+            unwrapped,
+            ctx.optimizer,
+            ctx.scheduler,
+            state.to_dict(),
+            t.keep_checkpoints,
+            rngs,
+            ctx.average.averaged if ctx.average is not None else None,
         )
     )
 
