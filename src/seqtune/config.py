@@ -171,7 +171,7 @@ class TrainConfig:
     """Stop after this many evaluations without improvement of the task's selection metric."""
     ema: float | None = _flag("--ema", None)
     """Evaluate and keep an exponential moving average of the weights, updated after every optimizer step with this
-    decay (e.g. 0.99: about the last 100 steps); the live weights are scored beside it (`seqtune.averaging`)."""
+    decay (0.99 averages about the last 100 steps); the live weights are scored beside it (`seqtune.averaging`)."""
     metric: str | None = _flag("--metric", None)
     """The selection metric: the one of the task's metrics that picks the kept checkpoint, stops early and tunes the
     threshold (e.g. ``f1`` for imbalanced binary data). ``None``: the task's own (GLUE: its official metric; own
