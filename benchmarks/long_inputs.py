@@ -84,15 +84,15 @@ def render(records: list[dict]) -> str:
             f"{statistics.fmean(r['train_seconds'] for r in rs):.0f} | "
             f"{statistics.fmean(r['test_seconds'] for r in rs):.1f} | {rs[0]['long_inputs']} |"
         )
-    first = records[0]
+    runs = sorted({(r["date"], r["cpu"], r["precision"], r["threads"] or "all") for r in records})
+    machines = "; ".join(f"{d}: CPU flags {c}, {p}, {t} torch thread(s) per run" for d, c, p, t in runs)
     lines += [
         "",
-        f"Machine: 2-core VM, CPU flags {first['cpu']}; precision {first['precision']}; "
-        f"{first['threads'] or 'all'} torch thread(s) per run; {first['date']}. Mean ± std over seeds. Validation: "
+        f"Machines (2-core VMs): {machines}. Mean ± std over seeds. Validation: "
         "10% of train.csv held out (it chose the kept checkpoint); test: bbc/test.csv (445 articles), scored once. "
-        "Windows train on up to 8 windows per article, so one epoch of windows (11,735 examples) is about as many "
-        "examples as truncate's automatic 6 epochs (9,612). The runs of 2026-12-03 shared the 2 cores with CI and "
-        "test runs: their seconds are not speeds.",
+        "Windows train on up to 8 windows per article, so one epoch of windows (11,735 examples at 64 tokens) is about "
+        "as many examples as truncate's automatic 6 epochs (9,612). Every run shared the 2 cores with other jobs "
+        "(CI and tests on 2026-12-03; two other 1-thread trainings on 2026-12-06): the seconds are not speeds.",
     ]
     return "\n".join(lines) + "\n"
 
