@@ -46,6 +46,7 @@ RECIPES: dict[str, list[str]] = {
     "no-prior": ["model.prior_init=false"],
     "epochs8": ["train.epochs=8"],
     "llrd0.8": ["train.layer_decay=0.8"],
+    "reinit1": ["model.reinit_layers=1"],
     "reinit1-llrd0.8": ["model.reinit_layers=1", "train.layer_decay=0.8"],
     "llrd0.8-epochs8": ["train.layer_decay=0.8", "train.epochs=8"],
     "minsteps1500": ["train.min_steps=1500"],
