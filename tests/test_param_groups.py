@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import assert_clean_error, run_cli
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
@@ -84,3 +85,19 @@ def test_bad_values_are_named(override, message):
 
     with pytest.raises(SeqtuneError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         load_config(None, [override]).check()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--lora", "4"], "--reinit-layers with --lora would leave fresh layers frozen at random weights (LoRA trains "
+                       "adapters only); drop one of them"),
+     (["--train-layers", "1"], "--reinit-layers 2 with --train-layers 1 would leave fresh layers frozen at random "
+                               "weights; use --reinit-layers 1 or fewer")],
+)  # fmt: skip
+def test_reinit_layers_that_could_not_train_are_a_clear_error(
+    flags, message, tiny_model_dir, toy_csv, tmp_path, capsys
+):
+    code, _, err = run_cli(capsys, "train", "--train-file", toy_csv, "--model", tiny_model_dir, "--reinit-layers", "2",
+                           *flags, "--output", tmp_path / "run", "--quiet")  # fmt: skip
+    assert_clean_error(code, err, message)
+    assert not (tmp_path / "run").exists()

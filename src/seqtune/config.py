@@ -281,6 +281,13 @@ class RunConfig:
             problems.append("give either a GLUE task or --train-file, not both")
         if self.model.lora_rank and self.train.train_layers:
             problems.append("--lora and --train-layers are two ways to train part of the model; choose one")
+        reinit, frozen_above = self.model.reinit_layers, self.train.train_layers
+        if isinstance(reinit, int) and reinit > 0 and self.model.lora_rank:
+            problems.append("--reinit-layers with --lora would leave fresh layers frozen at random weights "
+                            "(LoRA trains adapters only); drop one of them")  # fmt: skip
+        if isinstance(reinit, int) and isinstance(frozen_above, int) and reinit > frozen_above > 0:
+            problems.append(f"--reinit-layers {reinit} with --train-layers {frozen_above} would leave fresh layers "
+                            f"frozen at random weights; use --reinit-layers {frozen_above} or fewer")  # fmt: skip
         return problems
 
     def check(self) -> RunConfig:
