@@ -46,7 +46,10 @@ RECIPES: dict[str, list[str]] = {
     "no-prior": ["model.prior_init=false"],
     "epochs8": ["train.epochs=8"],
     "llrd0.8": ["train.layer_decay=0.8"],
+    "reinit0": ["model.reinit_layers=0"],  # the default before model.reinit_layers became auto (1)
     "reinit1": ["model.reinit_layers=1"],
+    "reinit0-epochs1": ["model.reinit_layers=0", "train.epochs=1"],  # SST-2 (67k rows): one pass each
+    "reinit1-epochs1": ["model.reinit_layers=1", "train.epochs=1"],
     "reinit1-llrd0.8": ["model.reinit_layers=1", "train.layer_decay=0.8"],
     "llrd0.8-epochs8": ["train.layer_decay=0.8", "train.epochs=8"],
     "minsteps1500": ["train.min_steps=1500"],

@@ -75,6 +75,53 @@ def test_a_run_with_layer_decay_and_reinit_trains_and_records_them(tiny_model_di
     assert json.loads((out / "metrics.json").read_text())["history"]
 
 
+@pytest.fixture(scope="module")
+def marked_checkpoints(tmp_path_factory):
+    """A pretrained-encoder checkpoint (BertModel) and a sequence-classifier one, each with a recognisable top
+    layer: its query weights are all 0.5, which neither fresh weights nor one epoch of training look like."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    from seqtune.modeling import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    paths = {}
+    for kind, cls in (("encoder", BertModel), ("classifier", BertForSequenceClassification)):
+        torch.manual_seed(0)
+        model = cls(config)
+        encoder = model if kind == "encoder" else model.bert
+        with torch.no_grad():
+            encoder.encoder.layer[1].attention.self.query.weight.fill_(0.5)
+        paths[kind] = tmp_path_factory.mktemp(kind)
+        model.save_pretrained(paths[kind])
+        tokenizer.save_pretrained(paths[kind])
+    return paths
+
+
+@pytest.mark.parametrize(
+    "kind, flags, fresh",
+    [("encoder", [], True),  # the default: a pretrained encoder's top layer starts afresh
+     ("encoder", ["--reinit-layers", "0"], False),
+     ("encoder", ["--lora", "4"], False),  # LoRA trains adapters only: a fresh layer would stay random
+     ("encoder", ["--train-layers", "1"], False),
+     ("classifier", [], False)],  # training on from a fine-tuned model keeps what it learnt
+)  # fmt: skip
+def test_the_top_layer_is_reinitialised_by_default_only_where_it_can_train(
+    kind, flags, fresh, marked_checkpoints, toy_csv, tmp_path, capsys
+):
+    from seqtune.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--train-file", str(toy_csv), "--model", str(marked_checkpoints[kind]), "--max-length",
+                 "32", "--epochs", "1", *flags, "--output", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert load_config(out / "config.yaml").model.reinit_layers == (int(flags[1]) if flags[:1] == ["--reinit-layers"]
+                                                                     else None)  # fmt: skip
+    query = load_file(out / "model.safetensors")["bert.encoder.layer.1.attention.self.query.weight"]
+    assert abs(query.mean().item()) < 0.1 if fresh else query.mean().item() == pytest.approx(0.5, abs=0.05)
+
+
 @pytest.mark.parametrize(
     "override, message",
     [("train.layer_decay=0", "train.layer_decay: expected a factor in (0, 1], found 0.0"),

@@ -51,9 +51,11 @@ class ModelConfig:
     """How the head reads the encoder: ``cls`` (the architecture's own head; BERT: its pooler over [CLS]) or ``mean``
     (masked mean of the last hidden states). ``auto``: the checkpoint's own pooling (``mean`` for sentence-transformers
     models trained with it, such as the packaged MiniLM; else ``cls``)."""
-    reinit_layers: int = _flag("--reinit-layers", 0)
+    reinit_layers: int | None = _flag("--reinit-layers", None)
     """Re-initialise the top N encoder layers before fine-tuning (Zhang et al. 2021): their pretrained weights are
-    specialised to the pretraining objective. 0 keeps them all."""
+    specialised to the pretraining objective. 0 keeps them all. ``None`` (auto): 1 when every weight of a pretrained
+    encoder trains, 0 with ``--lora``, ``--train-layers``, ``--from-scratch`` or a checkpoint that is already a
+    sequence classifier (`seqtune.recipe.reinit_layers`)."""
     lora_rank: int | None = _flag("--lora", None)
     """Train low-rank adapters (LoRA, via peft) of this rank on the encoder's linear layers instead of its weights; the
     head trains in full, and the run folder holds the merged model (`seqtune.lora`). ``None``: train every weight."""
@@ -281,13 +283,13 @@ class RunConfig:
             problems.append("give either a GLUE task or --train-file, not both")
         if self.model.lora_rank and self.train.train_layers:
             problems.append("--lora and --train-layers are two ways to train part of the model; choose one")
-        reinit, frozen_above = self.model.reinit_layers, self.train.train_layers
+        reinit, trained_top = self.model.reinit_layers, self.train.train_layers
         if isinstance(reinit, int) and reinit > 0 and self.model.lora_rank:
             problems.append("--reinit-layers with --lora would leave fresh layers frozen at random weights "
                             "(LoRA trains adapters only); drop one of them")  # fmt: skip
-        if isinstance(reinit, int) and isinstance(frozen_above, int) and reinit > frozen_above > 0:
-            problems.append(f"--reinit-layers {reinit} with --train-layers {frozen_above} would leave fresh layers "
-                            f"frozen at random weights; use --reinit-layers {frozen_above} or fewer")  # fmt: skip
+        if isinstance(reinit, int) and isinstance(trained_top, int) and reinit > trained_top > 0:
+            problems.append(f"--reinit-layers {reinit} with --train-layers {trained_top} would leave fresh layers "
+                            f"frozen at random weights; use --reinit-layers {trained_top} or fewer")  # fmt: skip
         return problems
 
     def check(self) -> RunConfig:

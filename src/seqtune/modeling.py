@@ -182,6 +182,19 @@ def set_dropout(config: object, p: float) -> list[str]:
     return found
 
 
+def is_classifier(path: str, trust_remote_code: bool = False) -> bool:
+    """Whether the checkpoint at ``path`` is already a sequence classifier (fine-tuned, or a seqtune run folder)
+    rather than a pretrained encoder.
+
+    Example:
+        >>> is_classifier(resolve_model("minilm"))
+        False
+    """
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    archs = getattr(config, "architectures", None) or []
+    return config.model_type == MODEL_TYPE or any(a.endswith("ForSequenceClassification") for a in archs)
+
+
 def build_config(path: str, task: TaskSpec, trust_remote_code: bool = False, dropout: float | None = None):
     """The model config with the task's head: label count, names (so predictions carry them), problem type, and
     ``dropout`` (when given) for every dropout layer."""

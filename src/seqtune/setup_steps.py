@@ -33,11 +33,11 @@ from seqtune.long_inputs import LongInputs
 from seqtune.long_inputs import summary as windows_summary
 from seqtune.lora import add_lora
 from seqtune.losses import class_weights
-from seqtune.modeling import load_model, load_tokenizer, model_max_length, resolve_model
+from seqtune.modeling import is_classifier, load_model, load_tokenizer, model_max_length, resolve_model
 from seqtune.param_groups import param_groups, reinit_top_layers
 from seqtune.precision import resolve_precision
 from seqtune.progress import Reporter
-from seqtune.recipe import auto_epochs, auto_lr, prior_init
+from seqtune.recipe import auto_epochs, auto_lr, prior_init, reinit_layers
 from seqtune.state import LoopState
 from seqtune.tasks import TaskSpec, get_task
 from seqtune.tracking import Tracker
@@ -295,8 +295,10 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         label_prior=column(encoded["train"], "labels") if prior_init(cfg, task) else None,
         pooling=cfg.model.pooling,
     )
-    if cfg.model.reinit_layers and not resume_from:
-        reinit_top_layers(model, cfg.model.reinit_layers)
+    reinit = reinit_layers(cfg, is_classifier(model_path, cfg.model.trust_remote_code))
+    if reinit and not resume_from:  # a resumed run's checkpoint holds the trained layers
+        fresh = reinit_top_layers(model, reinit)
+        logging.getLogger("seqtune").info("re-initialised encoder layer(s) %s (model.reinit_layers)", fresh)
     if cfg.model.lora_rank:  # before `prepare` too: only the adapters and the head train
         model = add_lora(model, cfg.model.lora_rank)
     if t.train_layers:  # before `prepare`: a distributed model only syncs the parameters that train
