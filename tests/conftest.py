@@ -52,24 +52,24 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEQTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "seqtune-cache"))
 
 
+def tiny_bert_config(vocab_size: int, dropout: float = 0.0):
+    """The config of the tiny BERT fixtures: 2 layers, 32 wide."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout)  # fmt: skip
+
+
 def build_tiny_bert(path: Path, dropout: float = 0.0) -> Path:
     """A 2-layer, 32-wide random BERT with the packaged MiniLM tokenizer, saved like any HF model folder."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     from seqtune.modeling import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
+    config = tiny_bert_config(tokenizer.vocab_size, dropout)
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

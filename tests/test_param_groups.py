@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, tiny_bert_config
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
@@ -79,13 +79,12 @@ def test_a_run_with_layer_decay_and_reinit_trains_and_records_them(tiny_model_di
 def marked_checkpoints(tmp_path_factory):
     """A pretrained-encoder checkpoint (BertModel) and a sequence-classifier one, each with a recognisable top
     layer: its query weights are all 0.5, which neither fresh weights nor one epoch of training look like."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+    from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
 
     from seqtune.modeling import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    config = tiny_bert_config(tokenizer.vocab_size)
     paths = {}
     for kind, cls in (("encoder", BertModel), ("classifier", BertForSequenceClassification)):
         torch.manual_seed(0)
@@ -116,8 +115,8 @@ def test_the_top_layer_is_reinitialised_by_default_only_where_it_can_train(
     code = main(["train", "--train-file", str(toy_csv), "--model", str(marked_checkpoints[kind]), "--max-length",
                  "32", "--epochs", "1", *flags, "--output", str(out), "--quiet"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert load_config(out / "config.yaml").model.reinit_layers == (int(flags[1]) if flags[:1] == ["--reinit-layers"]
-                                                                     else None)  # fmt: skip
+    explicit = int(flags[1]) if flags[:1] == ["--reinit-layers"] else None
+    assert load_config(out / "config.yaml").model.reinit_layers == explicit  # auto is recorded as auto
     query = load_file(out / "model.safetensors")["bert.encoder.layer.1.attention.self.query.weight"]
     assert abs(query.mean().item()) < 0.1 if fresh else query.mean().item() == pytest.approx(0.5, abs=0.05)
 
