@@ -1,6 +1,6 @@
 """Choose training recipes across tasks, honestly: every score here is on a validation split carved from the
-training data (GLUE: ``data.validation_from_train``; NLU++: 10% of train held out; CLINC150: its own validation
-file), never on GLUE dev or any test split.
+training data (GLUE: ``data.validation_from_train``; NLU++ and ``stsb100``, STS-B's training file as own data with
+scores x20: 10% of train held out; CLINC150: its own validation file), never on GLUE dev or any test split.
 
     python benchmarks/recipe_study.py --glue-dir ../shared/glue --data-dir ../shared/data \\
         --tasks rte,cola,nlupp --recipes defaults,long --seeds 42
@@ -44,12 +44,15 @@ RECIPES: dict[str, list[str]] = {
     "epochs20-lr2e-4": ["train.epochs=20", "train.lr=2e-4"],
     "mean-epochs20-lr2e-4": ["model.pooling=mean", "train.epochs=20", "train.lr=2e-4"],
     "no-prior": ["model.prior_init=false"],
+    "prior": ["model.prior_init=true"],  # regression: the head in the targets' units (auto for regression since)
     "epochs8": ["train.epochs=8"],
     "llrd0.8": ["train.layer_decay=0.8"],
     "reinit0": ["model.reinit_layers=0"],  # the default before model.reinit_layers became auto (1)
     "reinit1": ["model.reinit_layers=1"],
     "reinit0-epochs1": ["model.reinit_layers=0", "train.epochs=1"],  # SST-2 (67k rows): one pass each
     "reinit1-epochs1": ["model.reinit_layers=1", "train.epochs=1"],
+    "reinit1-epochs8": ["model.reinit_layers=1", "train.epochs=8"],
+    "reinit2": ["model.reinit_layers=2"],
     "reinit1-llrd0.8": ["model.reinit_layers=1", "train.layer_decay=0.8"],
     "llrd0.8-epochs8": ["train.layer_decay=0.8", "train.epochs=8"],
     "minsteps1500": ["train.min_steps=1500"],
@@ -66,7 +69,22 @@ def task_overrides(task: str, glue_dir: Path, data_dir: Path) -> list[str]:
         folder = data_dir / "clinc150"
         return [f"data.train_file={folder / 'train.csv'}", f"data.validation_file={folder / 'validation.csv'}",
                 "data.label_column=intent"]  # fmt: skip
+    if task == "stsb100":  # STS-B's training file as own data, scores on a 0-100 scale (x20): targets far from 0
+        columns = ["data.text_column=sentence1", "data.text_pair_column=sentence2", "data.label_column=score"]
+        return [f"data.train_file={scaled_stsb(glue_dir)}", *columns, "data.problem_type=regression"]
     return [f"task={task}", f"data.data_dir={glue_dir}", "data.validation_from_train=true"]
+
+
+def scaled_stsb(glue_dir: Path) -> Path:
+    """STS-B train with its 0-5 scores times 20, written once to a temporary CSV (the data stays outside the repo)."""
+    from seqtune.data import load_glue
+    from seqtune.tasks import get_task
+
+    path = Path(tempfile.gettempdir()) / "seqtune-stsb100-train.csv"
+    if not path.is_file():
+        train = load_glue(get_task("stsb"), glue_dir)["train"].to_pandas()
+        train.assign(score=train["label"] * 20)[["sentence1", "sentence2", "score"]].to_csv(path, index=False)
+    return path
 
 
 def run_one(task: str, recipe: str, seed: int, args: argparse.Namespace) -> dict:

@@ -16,6 +16,7 @@ from seqtune.data import load_glue
 from seqtune.errors import SeqtuneError
 from seqtune.predict import evaluate_file, evaluate_run, glue_submission, predict
 from seqtune.predict_stream import predict_file
+from seqtune.runtime import load_run
 from seqtune.tasks import get_task
 from seqtune.training import train
 
@@ -233,6 +234,28 @@ def test_regression_end_to_end(tiny_model_dir, tmp_path):
     [record] = predict(out, "a happy cat", "the dog")
     assert isinstance(record["score"], float)
     assert set(evaluate_file(out, path)) == {"pearson", "spearmanr", "mse"}
+
+
+def test_a_regression_head_trains_the_same_at_any_target_scale(tiny_model_dir, tmp_path):
+    """Targets 100 y + 5 train like y (the head works in units of the targets' spread): the predictions are the
+    same affine map of the other run's. Without it (model.prior_init=false) the head is still near 0 after
+    training, far from targets around 5 to 455."""
+    texts = [r["text"] for r in make_rows(64)]
+    base = [len(t.split()) / 4 + (1.0 if "happy" in t else 0.0) for t in texts]
+
+    def run(name: str, scale: float, *extra: str) -> np.ndarray:
+        rows = [{"text": t, "score": scale * y + 5 * (scale != 1)} for t, y in zip(texts, base, strict=True)]
+        out = tmp_path / name
+        data = write_csv(tmp_path / f"{name}.csv", rows)
+        train(_cfg(tiny_model_dir, out, f"data.train_file={data}", "data.label_column=score",
+                   "data.problem_type=regression", "train.epochs=3", "train.lr=1e-3", "train.precision=fp32",
+                   "train.max_grad_norm=null", *extra))  # fmt: skip
+        return np.array([r["score"] for r in predict(load_run(out, precision="fp32"), texts[:8])])
+
+    small, large = run("small", 1.0), run("large", 100.0)
+    np.testing.assert_allclose(large, 100 * small + 5, rtol=1e-5)  # float32 rounding; 5e-4 without the head's rate
+    unscaled = run("unscaled", 100.0, "model.prior_init=false")
+    assert np.abs(unscaled - (100 * small + 5)).max() > 100
 
 
 def test_in_memory_predict_matches_the_dataset_path(tiny_model_dir, tmp_path, monkeypatch):

@@ -44,9 +44,9 @@ class ModelConfig:
     skips drawing random masks every step. ``None`` keeps the model's own (0.1 for BERT-style models)."""
     prior_init: bool | None = None
     """Start a new classification head's output bias at the training labels' distribution (log class frequencies;
-    per-label log-odds for multi-label; the mean target for regression), so training does not spend its first
-    steps learning it. ``None`` (auto): on for multi-label tasks, where it was measured; off: the bias starts at 0
-    as in transformers."""
+    per-label log-odds for multi-label; the mean target for regression, where the head then also trains in units of
+    the targets' spread), so training does not spend its first steps learning it. ``None`` (auto): on for
+    multi-label and regression tasks; off: the bias starts at 0 as in transformers."""
     pooling: Literal["auto", "cls", "mean"] = _flag("--pooling", "auto")
     """How the head reads the encoder: ``cls`` (the architecture's own head; BERT: its pooler over [CLS]) or ``mean``
     (masked mean of the last hidden states). ``auto``: the checkpoint's own pooling (``mean`` for sentence-transformers

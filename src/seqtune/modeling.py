@@ -263,8 +263,8 @@ def label_prior_bias(task: TaskSpec, labels: np.ndarray) -> np.ndarray:
 
     Example:
         >>> from seqtune.tasks import GLUE_TASKS
-        >>> label_prior_bias(GLUE_TASKS["rte"], np.array([0, 0, 0, 1])).round(3).tolist()
-        [0.549, -0.549]
+        >>> label_prior_bias(GLUE_TASKS["rte"], np.array([0, 0, 0, 1])).round(3).tolist()  # counts plus one: 4 and 2
+        [0.347, -0.347]
     """
     labels = np.asarray(labels, dtype=np.float64)
     if task.is_regression:
@@ -275,6 +275,21 @@ def label_prior_bias(task: TaskSpec, labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(labels.astype(np.int64), minlength=task.num_labels) + 1.0  # add-one: no log(0)
     log_freq = np.log(counts / counts.sum())
     return log_freq - log_freq.mean()
+
+
+def target_scale(labels: np.ndarray) -> float:
+    """The unit a regression head trains in: the training targets' standard deviation (1 if they are constant).
+
+    With ``model.prior_init`` a new regression head starts at the mean target with its weights scaled by this, its
+    learning rate is multiplied and its loss divided by its square (`seqtune.param_groups.param_groups`,
+    `seqtune.losses.loss_sum`): training then runs as on standardised targets, whatever their scale.
+
+    Example:
+        >>> target_scale(np.array([0.0, 100.0])), target_scale(np.array([3.0, 3.0]))
+        (50.0, 1.0)
+    """
+    std = float(np.asarray(labels, dtype=np.float64).std())
+    return std if std > 1e-12 else 1.0
 
 
 def output_layer(model: torch.nn.Module, num_labels: int) -> torch.nn.Linear | None:
@@ -304,13 +319,14 @@ def load_model(
     Weights load from safetensors only; ``allow_pickle`` also accepts ``pytorch_model.bin``, read with
     ``torch.load(weights_only=True)`` (tensors only, no code). ``dropout`` sets every dropout probability
     (``0``: off); ``None`` keeps the model's. ``label_prior``: the training labels (`label_prior_bias`) a new head's
-    output bias starts from, so the first steps learn features rather than the label distribution. ``pooling``:
-    ``cls`` (the architecture's own head), ``mean`` (`MeanPoolingForSequenceClassification`) or ``auto`` (the
-    checkpoint's own, `resolve_pooling`).
+    output bias starts from, so the first steps learn features rather than the label distribution (regression: the
+    mean target, with the weights scaled to the targets' spread, `target_scale`). ``pooling``: ``cls`` (the
+    architecture's own head), ``mean`` (`MeanPoolingForSequenceClassification`) or ``auto`` (the checkpoint's own,
+    `resolve_pooling`).
 
     Example:
         >>> model = load_model(resolve_model("minilm"), get_task("mrpc"))  # doctest: +SKIP
-        >>> model.config.id2label
+        >>> model.config.id2label  # doctest: +SKIP
         {0: 'not_equivalent', 1: 'equivalent'}
     """
     config, old_labels = build_config(path, task, trust_remote_code, dropout)
@@ -357,9 +373,12 @@ def load_model(
         hf_logging.set_verbosity(level)
     fresh_head = not had_head or old_labels != task.num_labels
     layer = output_layer(model, task.num_labels) if label_prior is not None and fresh_head else None
-    if layer is not None and layer.bias is not None:
+    if layer is not None:
         with torch.no_grad():
-            layer.bias.copy_(torch.as_tensor(label_prior_bias(task, label_prior), dtype=layer.bias.dtype))
+            if layer.bias is not None:
+                layer.bias.copy_(torch.as_tensor(label_prior_bias(task, label_prior), dtype=layer.bias.dtype))
+            if task.is_regression:  # its outputs in units of the targets' spread from the first step
+                layer.weight.mul_(target_scale(label_prior))
     return model
 
 

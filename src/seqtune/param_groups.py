@@ -40,9 +40,20 @@ def depths(model: torch.nn.Module) -> dict[str, int]:
     return out
 
 
-def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+def param_groups(
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+    scaled: dict[int, float] | None = None,
+) -> list[dict]:
     """AdamW parameter groups: no weight decay for biases and norm weights (decaying them only hurts), and with
     ``layer_decay`` < 1 one learning rate per depth.
+
+    ``scaled`` (``id(parameter)`` -> factor): parameters that live in units ``factor`` times those of the rest, a
+    regression head in units of the target (`seqtune.modeling.target_scale`). Their rate is multiplied and their
+    weight decay divided by the factor, so AdamW moves them exactly as it would move the same head trained on
+    targets in units of their spread.
 
     Example:
         >>> from transformers import BertConfig, BertForSequenceClassification
@@ -53,15 +64,17 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layer_d
     """
     depth = depths(model)
     top = max(depth.values(), default=0)
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    scaled = scaled or {}
+    groups: dict[tuple[int, bool, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decays = not (param.ndim < 2 or "layernorm" in name.lower() or "layer_norm" in name.lower())
         scale = layer_decay ** (top - depth[name]) if layer_decay != 1.0 else 1.0
-        key = (depth[name] if layer_decay != 1.0 else 0, decays)
-        group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if decays else 0.0,
-                                        "lr": lr * scale})  # fmt: skip
+        units = scaled.get(id(param), 1.0)
+        key = (depth[name] if layer_decay != 1.0 else 0, decays, units)
+        group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay / units if decays else 0.0,
+                                        "lr": lr * scale * units})  # fmt: skip
         group["params"].append(param)
     return list(groups.values())
 

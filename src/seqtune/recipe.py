@@ -46,8 +46,11 @@ def auto_epochs(steps_per_epoch: int, min_steps: int, max_epochs: float) -> floa
 
 def prior_init(cfg: RunConfig, task: TaskSpec) -> bool:
     """``model.prior_init``, or its automatic value: on for multi-label tasks (NLU++ hotels: micro-F1 0.00 -> 0.56
-    at 20 epochs), off for the others until it is measured there."""
-    return task.is_multi_label if cfg.model.prior_init is None else cfg.model.prior_init
+    at 20 epochs) and regression (the head then trains in units of the targets' spread, whatever their scale), off
+    for single-label tasks."""
+    if cfg.model.prior_init is not None:
+        return cfg.model.prior_init
+    return task.is_multi_label or task.is_regression
 
 
 AUTO_REINIT_LAYERS = 1  # carved validation, seeds 42-44: CoLA +2.6, RTE +1.1, STS-B +0.4, NLU++ +0.6, CLINC150 +0.4

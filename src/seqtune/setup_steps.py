@@ -33,7 +33,15 @@ from seqtune.long_inputs import LongInputs
 from seqtune.long_inputs import summary as windows_summary
 from seqtune.lora import add_lora
 from seqtune.losses import class_weights
-from seqtune.modeling import is_classifier, load_model, load_tokenizer, model_max_length, resolve_model
+from seqtune.modeling import (
+    is_classifier,
+    load_model,
+    load_tokenizer,
+    model_max_length,
+    output_layer,
+    resolve_model,
+    target_scale,
+)
 from seqtune.param_groups import param_groups, reinit_top_layers
 from seqtune.precision import resolve_precision
 from seqtune.progress import Reporter
@@ -143,9 +151,14 @@ def setup_encoded(
 
 
 def setup_optimizer(
-    model: torch.nn.Module, cfg: RunConfig, device: torch.device, lr: float | None = None
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    device: torch.device,
+    lr: float | None = None,
+    scaled: dict[int, float] | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW over `seqtune.param_groups` (no decay for biases and norms; per-layer rates with ``train.layer_decay``).
+    """AdamW over `seqtune.param_groups` (no decay for biases and norms; per-layer rates with ``train.layer_decay``;
+    ``scaled``: parameters in other units, such as a regression head in the target's).
 
     The fused implementation updates all parameters in one kernel: 1.11x the training throughput of the
     default (foreach) one with MiniLM on a 2-core CPU (benchmarks/step_levers.py).
@@ -153,7 +166,7 @@ def setup_optimizer(
     if cfg.train.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     lr = lr if lr is not None else auto_lr(cfg.train.lr, multi_label=False)
-    groups = param_groups(model, lr, cfg.train.weight_decay, cfg.train.layer_decay)
+    groups = param_groups(model, lr, cfg.train.weight_decay, cfg.train.layer_decay, scaled)
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
@@ -307,7 +320,11 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     model = world.accelerator.prepare(model)
     lr = auto_lr(t.lr, task.is_multi_label, lora=bool(cfg.model.lora_rank))
-    optimizer = setup_optimizer(model, cfg, device, lr)  # freezes the word embeddings for --freeze-embeddings
+    # A regression head trains in units of the targets' spread (model.prior_init): rate, decay and loss scaled by it.
+    units = target_scale(column(encoded["train"], "labels")) if task.is_regression and prior_init(cfg, task) else 1.0
+    head = output_layer(model, task.num_labels) if units != 1.0 else None
+    scaled = {id(p): units for p in head.parameters()} if head is not None else None
+    optimizer = setup_optimizer(model, cfg, device, lr, scaled)  # freezes the word embeddings for --freeze-embeddings
     if world.size == 1 and device.type == "cpu":  # DDP reduces dense gradients; GPUs reuse memory already
         reuse_embedding_grad(model)
     train_ds = encoded["train"]
@@ -318,6 +335,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     weighted = t.class_weights and task.num_labels > 1
     weights = class_weights(task, column(train_ds, "labels")).to(device) if weighted else None
+    if head is not None:  # the squared error in units of the targets' spread
+        weights = torch.tensor([units**-2], device=device)
     unwrapped = world.accelerator.unwrap_model(model)
     average = WeightAverage(unwrapped, t.ema) if t.ema is not None else None
     state = setup_state(cfg, world, run_dir, resume_from, unwrapped, optimizer, scheduler, reporter, average)
