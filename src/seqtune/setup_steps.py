@@ -336,7 +336,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     weighted = t.class_weights and task.num_labels > 1
     weights = class_weights(task, column(train_ds, "labels")).to(device) if weighted else None
     if head is not None:  # the squared error in units of the targets' spread
-        weights = torch.tensor([units**-2], device=device)
+        weights = torch.tensor([units], device=device)
     unwrapped = world.accelerator.unwrap_model(model)
     average = WeightAverage(unwrapped, t.ema) if t.ema is not None else None
     state = setup_state(cfg, world, run_dir, resume_from, unwrapped, optimizer, scheduler, reporter, average)
