@@ -281,7 +281,7 @@ def target_scale(labels: np.ndarray) -> float:
     """The unit a regression head trains in: the training targets' standard deviation (1 if they are constant).
 
     With ``model.prior_init`` a new regression head starts at the mean target with its weights scaled by this, its
-    learning rate is multiplied and its loss divided by its square (`seqtune.param_groups.param_groups`,
+    learning rate is multiplied by it and its error is measured in units of it (`seqtune.param_groups.param_groups`,
     `seqtune.losses.loss_sum`): training then runs as on standardised targets, whatever their scale.
 
     Example:

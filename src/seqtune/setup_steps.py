@@ -297,6 +297,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     )
     with world.accelerator.main_process_first():  # one process fills the tokenization cache, the others read it
         tokenizer, encoded, max_length = setup_encoded(cfg, task, raw, model_path, reporter)
+    train_labels, prior = column(encoded["train"], "labels"), prior_init(cfg, task)
     model = load_model(
         model_path,
         task,
@@ -305,7 +306,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
         dropout=cfg.model.dropout,
-        label_prior=column(encoded["train"], "labels") if prior_init(cfg, task) else None,
+        label_prior=train_labels if prior else None,
         pooling=cfg.model.pooling,
     )
     reinit = reinit_layers(cfg, is_classifier(model_path, cfg.model.trust_remote_code))
@@ -321,7 +322,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     model = world.accelerator.prepare(model)
     lr = auto_lr(t.lr, task.is_multi_label, lora=bool(cfg.model.lora_rank))
     # A regression head trains in units of the targets' spread (model.prior_init): rate, decay and loss scaled by it.
-    units = target_scale(column(encoded["train"], "labels")) if task.is_regression and prior_init(cfg, task) else 1.0
+    units = target_scale(train_labels) if task.is_regression and prior else 1.0
     head = output_layer(model, task.num_labels) if units != 1.0 else None
     scaled = {id(p): units for p in head.parameters()} if head is not None else None
     optimizer = setup_optimizer(model, cfg, device, lr, scaled)  # freezes the word embeddings for --freeze-embeddings
@@ -334,7 +335,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     total_steps = t.max_steps or math.ceil(epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     weighted = t.class_weights and task.num_labels > 1
-    weights = class_weights(task, column(train_ds, "labels")).to(device) if weighted else None
+    weights = class_weights(task, train_labels).to(device) if weighted else None
     if head is not None:  # the squared error in units of the targets' spread
         weights = torch.tensor([units], device=device)
     unwrapped = world.accelerator.unwrap_model(model)
