@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
 
 
 def cpuinfo() -> tuple[str, list[str]]:
@@ -18,19 +18,22 @@ def cpuinfo() -> tuple[str, list[str]]:
 
 
 def machine_class(flags: list[str], peaks: dict[str, float] | None = None) -> str:
-    """``bf16`` for CPUs with native bf16 matmuls (AVX512-BF16 or AMX), else ``avx2`` (bf16 emulated); with measured
-    matmul ``peaks``, ``bf16-slow`` for a CPU whose flags say bf16 but whose bf16 matmuls ran slower than fp32 (a
-    VM seen here: 198 against 412 GFLOP/s), so its tables do not stand for the bf16 class.
+    """``amx`` for CPUs with AMX tiles (bf16 matmuls on a matrix unit, Intel Sapphire Rapids and later), ``bf16`` for
+    CPUs with native bf16 vector matmuls only (AVX512-BF16), else ``avx2`` (bf16 emulated); with measured matmul
+    ``peaks``, ``bf16-slow`` for a CPU whose flags say bf16 but whose bf16 matmuls ran slower than fp32 (a VM seen
+    here: 198 against 412 GFLOP/s), so its tables do not stand for either bf16 class.
 
     Example:
-        >>> machine_class(["avx2", "avx512_bf16"]), machine_class(["avx2"])
-        ('bf16', 'avx2')
+        >>> machine_class(["avx2", "avx512_bf16"]), machine_class(["avx2"]), machine_class(["avx512_bf16", "amx_bf16"])
+        ('bf16', 'avx2', 'amx')
         >>> machine_class(["avx512_bf16"], {"float32": 412.0, "bfloat16": 198.0})
         'bf16-slow'
     """
     if not {"avx512_bf16", "amx_bf16"} & set(flags):
         return "avx2"
-    return "bf16-slow" if peaks and peaks["bfloat16"] < peaks["float32"] else "bf16"
+    if peaks and peaks["bfloat16"] < peaks["float32"]:
+        return "bf16-slow"
+    return "amx" if "amx_bf16" in flags else "bf16"
 
 
 def describe(threads: int | None = None, peaks: dict[str, float] | None = None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CLASSES = {
+    "amx": "CPU with AMX bf16 matrix tiles",
     "bf16": "CPU with native bf16 (AVX512-BF16)",
     "bf16-slow": "CPU that lists AVX512-BF16 but ran bf16 matmuls slower than fp32",
     "avx2": "AVX2-only CPU (bf16 emulated, so fp32)",
@@ -66,8 +67,8 @@ def speed_tables(results: Path = RESULTS, classes: tuple[str, ...] = tuple(CLASS
     return "\n".join(out).rstrip() + "\n"
 
 
-# speed: every class measured (docs); speed-main: the two kinds of CPU a user has, for the README
-BLOCKS = {"speed": speed_tables, "speed-main": lambda: speed_tables(classes=("bf16", "avx2"))}
+# speed: every class measured (docs); speed-main: the kinds of CPU a user has, for the README
+BLOCKS = {"speed": speed_tables, "speed-main": lambda: speed_tables(classes=("amx", "bf16", "avx2"))}
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
 

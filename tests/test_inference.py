@@ -50,3 +50,26 @@ def test_bf16_autocast_agrees_with_fp32(setup):
     assert not np.array_equal(fp32, bf16)  # bf16 really ran
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
     assert (bf16.argmax(-1) == fp32.argmax(-1)).mean() >= 0.9
+
+
+def test_a_run_loaded_in_bf16_holds_bf16_weights_and_predicts_as_fp32_does(tiny_model_dir, tmp_path):
+    """`seqtune predict`'s bf16 path casts the weights once (no per-batch re-casts); its labels match fp32's."""
+    from conftest import make_rows, write_csv
+
+    from seqtune.cli import main
+    from seqtune.predict import load_run, predict
+
+    csv = write_csv(tmp_path / "toy.csv", make_rows(60))
+    code = main(["train", "--model", str(tiny_model_dir), "--train-file", str(csv), "--output", str(tmp_path / "run"),
+                 "--epochs", "2", "--lr", "1e-3", "--quiet", "--precision", "fp32", "model.max_length=32"])  # fmt: skip
+    assert code == 0
+    fp32, bf16 = load_run(tmp_path / "run", precision="fp32"), load_run(tmp_path / "run", precision="bf16")
+    assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    texts = [r["text"] for r in make_rows(40, seed=5)]
+    a, b = predict(fp32, texts), predict(bf16, texts)
+    pa = np.array([list(r["probabilities"].values()) for r in a])
+    pb = np.array([list(r["probabilities"].values()) for r in b])
+    assert not np.array_equal(pa, pb)  # bf16 really ran
+    np.testing.assert_allclose(pb, pa, atol=0.03)
+    assert np.mean([x["label"] == y["label"] for x, y in zip(a, b, strict=True)]) >= 0.9

@@ -114,9 +114,14 @@ def load_run(run_dir: str | Path, precision: str = "auto", allow_pickle: bool = 
             model = AutoModelForSequenceClassification.from_pretrained(path, **loading)
     device = torch.device("cuda" if torch.cuda.is_available() and not onnx else "cpu")
     model.to(device).eval()
+    resolved = resolve_precision(precision, device)
+    if resolved == "bf16" and not onnx:
+        # Weights cast to bf16 once: autocast alone re-casts every weight matrix on every batch (speed and label
+        # agreement with fp32: docs/performance.md#inference). Training's evaluations keep autocast over fp32 weights.
+        model.to(torch.bfloat16)
     limit = model_max_length(tokenizer, model.config)
     max_length = min(cfg.model.max_length or limit, limit)
-    return LoadedRun(path, cfg, task, model, tokenizer, max_length, device, resolve_precision(precision, device))
+    return LoadedRun(path, cfg, task, model, tokenizer, max_length, device, resolved)
 
 
 def _check_not_rejected(path: Path) -> None:
