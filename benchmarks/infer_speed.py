@@ -21,6 +21,7 @@ does not depend on the weights, but agreement and accuracy then mean little; pas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -35,6 +36,7 @@ from train_speed import matmul_peak, non_embedding_params
 REQUEST = 32  # pairs per latency-measured request
 OURS = "seqtune predict"  # precision auto: bf16 where native
 REFERENCE = "seqtune predict, fp32"  # agreement is measured against this contender's labels
+AUTOCAST = "seqtune predict, bf16 autocast over fp32 weights"
 
 
 def make_run(glue_dir: str, work: str) -> Path:
@@ -92,6 +94,9 @@ def main() -> None:
 
     runs = {OURS: load_run(run_dir), REFERENCE: load_run(run_dir, precision="fp32")}
     precisions = {OURS: resolve_precision("auto", torch.device("cpu")), REFERENCE: "fp32"}
+    if precisions[OURS] == "bf16":  # what predict did before it cast the weights once: autocast over fp32 weights
+        runs[AUTOCAST] = dataclasses.replace(load_run(run_dir, precision="fp32"), precision="bf16")
+        precisions[AUTOCAST] = "bf16"
     onnx = not args.no_onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnxscript"))
     if onnx:
         runs |= {name: load_run(path) for name, path in make_exports(run_dir, args.glue_dir, work).items()}

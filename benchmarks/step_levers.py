@@ -41,12 +41,38 @@ LEVERS = {
     "LoRA rank 8 (adapters + head train; seqtune --lora 8)": {"lora": 8, "fused": True},
     # no autocast: fp32 weights and activations, oneDNN runs the fp32 matmuls in bf16 (only with --precision bf16)
     "fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)": {"fused": True, "matmul_precision": "bf16"},
+    # bf16 weights, gradients and activations; AdamW steps fp32 master copies (only with --precision bf16)
+    "bf16 weights + fp32 master copy": {"fused": True, "master": True, "reuse_grad": True},
 }
+BF16_ONLY = ("fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)", "bf16 weights + fp32 master copy")
+
+
+class MasterAdamW:
+    """AdamW over fp32 copies of bf16 parameters: each step takes their bf16 gradients, steps the copies and writes
+    them back in bf16 (mixed precision with master weights, no autocast)."""
+
+    def __init__(self, params: list, **kwargs) -> None:
+        self.params = params
+        self.master = [p.detach().float() for p in params]
+        self.opt = torch.optim.AdamW(self.master, **kwargs)
+
+    def step(self) -> None:
+        for m, p in zip(self.master, self.params, strict=True):
+            m.grad = p.grad.float()
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.master)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
 
 
 def make(lever: dict, path: str, task):
     torch.manual_seed(0)
     model = load_model(path, task, dropout=lever.get("dropout"))
+    if lever.get("master"):
+        model.to(torch.bfloat16)
     if "attention_dropout" in lever:  # only the attention probabilities' dropout: lets SDPA use its fused kernel
         for module in model.modules():
             if hasattr(module, "dropout_prob") or type(module).__name__.endswith("SelfAttention"):
@@ -61,6 +87,8 @@ def make(lever: dict, path: str, task):
     if lever.get("lora"):
         model = add_lora(model, lever["lora"])
     params = [p for p in model.parameters() if p.requires_grad]
+    if lever.get("master"):
+        return model.train(), MasterAdamW(params, lr=8e-5, fused=True)
     opt = torch.optim.AdamW(params, lr=8e-5, fused=lever.get("fused", False) or None)
     model.train()
     return model, opt
@@ -91,6 +119,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: seqtune's")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--only", nargs="*", help="run only the levers whose names contain one of these (and the baseline)")
     args = ap.parse_args()
     task = get_task("mrpc")
     path = resolve_model("minilm")
@@ -100,8 +129,12 @@ def main() -> None:
     collate = Collator(tokenizer)
     batches = [collate(take_rows(encoded, idxs)) for idxs in order]
     warmup, timed = batches[0], batches[1:]
-    if args.precision != "bf16":  # the oneDNN bf16 lever is a bf16 lever
-        LEVERS.pop("fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)")
+    if args.precision != "bf16":  # the oneDNN bf16 and bf16-weight levers are bf16 levers
+        for name in BF16_ONLY:
+            LEVERS.pop(name)
+    if args.only:
+        for name in [n for n in LEVERS if n != BASELINE and not any(w in n for w in args.only)]:
+            LEVERS.pop(name)
     built = {name: make(lever, path, task) for name, lever in LEVERS.items()}
     totals = {name: [0.0, 0] for name in LEVERS}
 
@@ -138,7 +171,8 @@ def main() -> None:
         lines.append(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
     machine = f"{m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, {time.strftime('%Y-%m-%d')}"
     lines += ["", f"{args.steps} steps x {args.rounds} alternating rounds, same process, {args.precision}; {machine}."]
-    stem = Path(__file__).resolve().parent / "results" / f"step_levers-{args.precision}"
+    amx = "-amx" if m["class"] == "amx" else ""  # AMX machines get their own files
+    stem = Path(__file__).resolve().parent / "results" / f"step_levers-{args.precision}{amx}"
     stem.with_suffix(".json").write_text(json.dumps({"machine": m, "precision": args.precision, "steps": args.steps,
                                                      "rounds": args.rounds, "levers": results}, indent=1))  # fmt: skip
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    stem = RESULTS / f"step_profile-{args.precision}{'-fresh-embedding-grad' if args.fresh_embedding_grad else ''}"
+    amx = "-amx" if record["machine"]["class"] == "amx" else ""  # AMX machines get their own files
+    stem = RESULTS / f"step_profile-{args.precision}{amx}{'-fresh-embedding-grad' if args.fresh_embedding_grad else ''}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
     stem.with_suffix(".md").write_text(render(record))
     print(render(record))
