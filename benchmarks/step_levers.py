@@ -13,6 +13,7 @@ results go to ``benchmarks/results/step_levers-<precision>.{json,md}`` with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from seqtune.config import TrainConfig
 from seqtune.data import load_glue
 from seqtune.embedding_grad import reuse_embedding_grad
 from seqtune.encoding import tokenize
+from seqtune.fast_dropout import FastDropout
 from seqtune.lora import add_lora
 from seqtune.modeling import load_model, load_tokenizer, resolve_model
 from seqtune.tasks import get_task
@@ -43,6 +45,7 @@ LEVERS = {
     "fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)": {"fused": True, "matmul_precision": "bf16"},
     # bf16 weights, gradients and activations; AdamW steps fp32 master copies (only with --precision bf16)
     "bf16 weights + fp32 master copy": {"fused": True, "master": True, "reuse_grad": True},
+    "seqtune's step + 16-bit dropout masks": {"fused": True, "reuse_grad": True, "fast_dropout": True},
 }
 BF16_ONLY = ("fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)", "bf16 weights + fp32 master copy")
 
@@ -119,7 +122,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="default: seqtune's")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    ap.add_argument("--only", nargs="*", help="run only the levers whose names contain one of these (and the baseline)")
+    ap.add_argument("--only", nargs="*", help="only these levers (name parts) and the baseline; prints only")
     args = ap.parse_args()
     task = get_task("mrpc")
     path = resolve_model("minilm")
@@ -145,7 +148,8 @@ def main() -> None:
             precision = "fp32"
             torch.backends.mkldnn.matmul.fp32_precision = lever["matmul_precision"]
         try:
-            return run_steps(model, opt, batches, precision=precision)
+            with FastDropout() if lever.get("fast_dropout") else contextlib.nullcontext():
+                return run_steps(model, opt, batches, precision=precision)
         finally:
             torch.backends.mkldnn.matmul.fp32_precision = "ieee"
 
@@ -172,11 +176,13 @@ def main() -> None:
     machine = f"{m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, {time.strftime('%Y-%m-%d')}"
     lines += ["", f"{args.steps} steps x {args.rounds} alternating rounds, same process, {args.precision}; {machine}."]
     amx = "-amx" if m["class"] == "amx" else ""  # AMX machines get their own files
+    print("\n".join(lines))
+    if args.only:  # a subset is a quick look, not the table of record
+        return
     stem = Path(__file__).resolve().parent / "results" / f"step_levers-{args.precision}{amx}"
     stem.with_suffix(".json").write_text(json.dumps({"machine": m, "precision": args.precision, "steps": args.steps,
                                                      "rounds": args.rounds, "levers": results}, indent=1))  # fmt: skip
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from seqtune import runfolder
 from seqtune.batching import column, length_grouped_order, random_order, take_rows
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
+from seqtune.fast_dropout import FastDropout
 from seqtune.inference import evaluate
 from seqtune.long_inputs import per_document
 from seqtune.losses import loss_sum
@@ -168,7 +169,10 @@ def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
         labels = batch.pop("labels")
         # DDP all-reduces gradients on the last micro-batch only; accumulating ones skip the communication
         sync = contextlib.nullcontext() if start == starts[-1] else accelerator.no_sync(ctx.model)
-        with sync:
+        # On a CPU, dropout's masks come from 16-bit random words: the same distribution, a fraction of the time (the
+        # backward pass inside too, so any recomputed forward draws its masks the same way)
+        masks = FastDropout() if accelerator.device.type == "cpu" else contextlib.nullcontext()
+        with sync, masks:
             with autocast(accelerator.device, ctx.precision):
                 if ctx.features is None:
                     logits = ctx.model(**batch).logits
