@@ -66,3 +66,16 @@ def test_attention_dropout_inside_the_mode_keeps_the_expected_output():
         draws = torch.stack([F.scaled_dot_product_attention(q, k, v, dropout_p=0.2) for _ in range(4000)])
     assert not torch.allclose(draws[0], exact, atol=1e-3)
     torch.testing.assert_close(draws.mean(0), exact, atol=0.03, rtol=0)
+
+
+def test_keyword_calls_and_inplace_dropout_are_handled():
+    torch.manual_seed(0)
+    x = torch.ones(200, 200)
+    with FastDropout():
+        y = F.dropout(input=x, p=0.2, training=True)
+        z = F.dropout(x.clone(), 0.2, True, True)  # in place: PyTorch's own
+        q, k, v = (torch.randn(1, 1, 4, 4) for _ in range(3))
+        a = F.scaled_dot_product_attention(query=q, key=k, value=v, dropout_p=0.5)
+    assert abs((y != 0).float().mean().item() - 0.8) < 0.02
+    assert abs((z != 0).float().mean().item() - 0.8) < 0.02
+    assert a.shape == (1, 1, 4, 4)

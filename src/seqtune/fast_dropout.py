@@ -37,8 +37,9 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * scale
 
 
-def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """SDPA's math path with `dropout`: softmax(q k^T * scale + mask) v."""
+    q, k, v = query, key, value
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     if enable_gqa and k.size(-3) != q.size(-3):
         k = k.repeat_interleave(q.size(-3) // k.size(-3), -3)
@@ -59,15 +60,19 @@ class FastDropout(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.dropout:
-            x, p, training = _dropout_args(*args, **kwargs)
-            if training and 0.0 < p < 1.0 and x.device.type == "cpu" and not kwargs.get("inplace"):
+            x, p, training, inplace = _dropout_args(*args, **kwargs)
+            if training and 0.0 < p < 1.0 and x.device.type == "cpu" and not inplace:
                 return dropout(x, p)
         elif func is F.scaled_dot_product_attention:
-            p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
-            if p > 0.0 and args[0].device.type == "cpu":
+            query, p = _sdpa_args(*args, **kwargs)
+            if p > 0.0 and query.device.type == "cpu":
                 return _sdpa(*args, **kwargs)
         return func(*args, **kwargs)
 
 
-def _dropout_args(x, p=0.5, training=True, inplace=False):
-    return x, p, training
+def _dropout_args(input, p=0.5, training=True, inplace=False):  # F.dropout's signature
+    return input, p, training, inplace
+
+
+def _sdpa_args(query, key, value, attn_mask=None, dropout_p=0.0, **_):  # F.scaled_dot_product_attention's
+    return query, dropout_p
