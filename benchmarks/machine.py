@@ -7,13 +7,31 @@ import os
 import platform
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
+# What holds a newer CPU to AVX2, so an AVX2-only machine's ratios can be measured on it (`--emulate-avx2`):
+# PyTorch's own kernels, oneDNN's and MKL's, and seqtune's automatic precision (fp32 where bf16 is emulated).
+EMULATE_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "SEQTUNE_AUTO_PRECISION": "fp32"}  # fmt: skip
+
+
+def emulating_avx2(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process runs held to AVX2 (every variable of `EMULATE_AVX2` set as there).
+
+    Example:
+        >>> emulating_avx2({}), emulating_avx2(EMULATE_AVX2)
+        (False, True)
+    """
+    environ = os.environ if environ is None else environ
+    return all(environ.get(k) == v for k, v in EMULATE_AVX2.items())
 
 
 def cpuinfo() -> tuple[str, list[str]]:
-    """The CPU model name and which of `FLAGS` it has (from /proc/cpuinfo; empty where there is none)."""
+    """The CPU model name and which of `FLAGS` it has (from /proc/cpuinfo; empty where there is none; held to AVX2,
+    the AVX-512 and AMX flags are left out, as the process cannot use them)."""
     from seqtune.precision import cpu_model_and_flags
 
     model, flags = cpu_model_and_flags(FLAGS)
+    if emulating_avx2():
+        flags = [f for f in flags if f == "avx2"]
     return model or platform.processor() or platform.machine(), flags
 
 
@@ -37,14 +55,24 @@ def machine_class(flags: list[str], peaks: dict[str, float] | None = None) -> st
 
 
 def describe(threads: int | None = None, peaks: dict[str, float] | None = None) -> dict:
-    """What goes into a result file's ``machine`` field (``peaks``: measured matmul GFLOP/s, see `machine_class`)."""
+    """What goes into a result file's ``machine`` field (``peaks``: measured matmul GFLOP/s, see `machine_class`).
+    Held to AVX2 (`EMULATE_AVX2`), the class is ``avx2-emulated`` and ``emulated`` names the CPU's own flags."""
     model, flags = cpuinfo()
-    if threads is None:
-        import torch
+    if emulating_avx2():
+        from seqtune.precision import cpu_model_and_flags
 
-        threads = torch.get_num_threads()
-    return {"cpu": model, "flags": flags, "class": machine_class(flags, peaks), "threads": threads,
+        own = cpu_model_and_flags(FLAGS)[1]
+        return {"cpu": model, "flags": flags, "class": "avx2-emulated", "threads": threads or _threads(),
+                "cores": os.cpu_count(), "emulated": f"held to AVX2 by {' '.join(EMULATE_AVX2)}; own flags: "
+                f"{' '.join(own)}"}  # fmt: skip
+    return {"cpu": model, "flags": flags, "class": machine_class(flags, peaks), "threads": threads or _threads(),
             "cores": os.cpu_count()}  # fmt: skip
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def peak_for(precision: str, peaks: dict[str, float]) -> float:

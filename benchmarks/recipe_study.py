@@ -57,6 +57,12 @@ RECIPES: dict[str, list[str]] = {
     "llrd0.8-epochs8": ["train.layer_decay=0.8", "train.epochs=8"],
     "minsteps1500": ["train.min_steps=1500"],
     "ema0.99": ["train.ema=0.99"],
+    # freeze-and-cache (--train-layers 3): its learning rate and length (epochs cost 3/6 of a full one there);
+    # 8e-5 was its automatic rate before recipe.TRAIN_LAYERS_LR (2e-4, chosen here)
+    "top3-lr8e-5": ["train.train_layers=3", "train.lr=8e-5"],
+    "top3-lr2e-4": ["train.train_layers=3", "train.lr=2e-4"],
+    "top3-lr8e-5-epochs6": ["train.train_layers=3", "train.lr=8e-5", "train.epochs=6"],
+    "top3-lr2e-4-epochs6": ["train.train_layers=3", "train.lr=2e-4", "train.epochs=6"],
 }
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 
 def append(out: Path, records: list[dict], record: dict, render: Callable[[list[dict]], str]) -> None:
+    """Add ``record`` to ``records`` and to the file, keeping what other processes appended to the same file since
+    ``records`` was read (benchmarks run side by side with ``--threads 1``)."""
     print(json.dumps(record), flush=True)
-    records.append(record)
+    on_disk = json.loads(out.read_text()) if out.is_file() else []
+    records[:] = [*records, *(r for r in on_disk if r not in records), record]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1))
     out.with_suffix(".md").write_text(render(records))
@@ -22,7 +25,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
     Example:
         >>> mean_std([0.5, 0.7]), mean_std([0.5])
-        ((0.6, 0.1414213562373095), (0.5, 0.0))
+        ((0.6, 0.14142135623730948), (0.5, 0.0))
     """
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 

@@ -24,6 +24,7 @@ CLASSES = {
     "bf16": "CPU with native bf16 (AVX512-BF16)",
     "bf16-slow": "CPU that lists AVX512-BF16 but ran bf16 matmuls slower than fp32",
     "avx2": "AVX2-only CPU (bf16 emulated, so fp32)",
+    "avx2-emulated": "AVX2 emulated: a newer CPU held to AVX2 (PyTorch, oneDNN and MKL kernels; fp32)",
 }
 
 

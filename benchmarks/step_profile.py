@@ -3,7 +3,9 @@ batches of 16, autocast in the chosen precision, fused AdamW, clipping), ops gro
 
     python benchmarks/step_profile.py --glue-dir ../shared/glue [--precision bf16] [--steps 20] [--dropout 0.1]
 
-Writes ``benchmarks/results/step_profile-<precision>[-fresh-embedding-grad].{json,md}``:
+Writes ``benchmarks/results/step_profile-<precision>[-amx][-fresh-embedding-grad][-16bit-masks].{json,md}``
+(``-16bit-masks``: the step draws dropout masks as CPU training does, fast_dropout.py; ``--torch-dropout`` for
+PyTorch's own, as every file without that suffix did):
 per group the share of the step's self CPU time,
 and the 15 most expensive ops. Groups: matmuls (mm/addmm/bmm/linear and fused attention), casts and copies,
 layer norm, GELU, dropout (random masks and their use), softmax and unfused attention, embedding lookup and its
@@ -13,6 +15,7 @@ backward, the optimizer, gradient clipping, everything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -29,7 +32,7 @@ GROUPS = [
     ("casts and copies", ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous")),
     ("layer norm", ("layer_norm",)),
     ("gelu", ("gelu",)),
-    ("dropout", ("bernoulli", "dropout", "aten::mul")),
+    ("dropout", ("bernoulli", "dropout", "aten::mul", "random_", "randint", "aten::ge")),
     ("softmax", ("softmax",)),
     ("embedding", ("embedding",)),
     ("optimizer", ("adam", "optimizer")),
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout", type=float, default=None, help="model.dropout (default: the model's own)")
     p.add_argument("--freeze-embeddings", action="store_true")
     p.add_argument(
+        "--torch-dropout",
+        action="store_true",
+        help="PyTorch's own CPU dropout masks, not the 16-bit ones seqtune's CPU training draws (fast_dropout.py)",
+    )
+    p.add_argument(
         "--fresh-embedding-grad",
         action="store_true",
         help="PyTorch's own embedding backward (a new dense gradient every step), not seqtune's reused one",
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from seqtune.data import load_glue
     from seqtune.embedding_grad import reuse_embedding_grad
     from seqtune.encoding import tokenize
+    from seqtune.fast_dropout import FastDropout
     from seqtune.modeling import load_model, load_tokenizer, resolve_model
     from seqtune.param_groups import param_groups
     from seqtune.precision import autocast
@@ -93,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def step(batch: dict) -> int:
         labels = batch["labels"]
-        with autocast(cpu, args.precision):
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        loss.backward()
+        with contextlib.nullcontext() if args.torch_dropout else FastDropout():  # as training.train_step does on CPU
+            with autocast(cpu, args.precision):
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -120,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "dropout": args.dropout,
         "freeze_embeddings": args.freeze_embeddings,
         "fresh_embedding_grad": args.fresh_embedding_grad,
+        "dropout_masks": "torch" if args.torch_dropout else "16-bit",
         "steps": args.steps,
         "tokens_per_second_profiled": round(tokens / wall),
         "groups": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
@@ -128,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     amx = "-amx" if record["machine"]["class"] == "amx" else ""  # AMX machines get their own files
-    stem = RESULTS / f"step_profile-{args.precision}{amx}{'-fresh-embedding-grad' if args.fresh_embedding_grad else ''}"
+    masks = "-16bit-masks" if not args.torch_dropout else ""  # files from before fast_dropout.py had torch's masks
+    fresh = "-fresh-embedding-grad" if args.fresh_embedding_grad else ""
+    stem = RESULTS / f"step_profile-{args.precision}{amx}{fresh}{masks}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
     stem.with_suffix(".md").write_text(render(record))
     print(render(record))
@@ -152,7 +165,9 @@ def render(r: dict) -> str:
         f"{'the model' + chr(39) + 's own (0.1)' if r['dropout'] is None else r['dropout']}"
         f"{', frozen word embeddings' if r['freeze_embeddings'] else ''}"
         f"{', a fresh word-embedding gradient each step' if r.get('fresh_embedding_grad') else ''}"
-        f"{', the word-embedding gradient in a reused buffer' if r.get('fresh_embedding_grad') is False else ''}; "
+        f"{', the word-embedding gradient in a reused buffer' if r.get('fresh_embedding_grad') is False else ''}"
+        f"{', 16-bit dropout masks (fast_dropout.py)' if r.get('dropout_masks') == '16-bit' else ''}"
+        f"{', PyTorch' + chr(39) + 's dropout masks' if r.get('dropout_masks') == 'torch' else ''}; "
         f"{r['tokens_per_second_profiled']:,} real "
         f"tokens/s under the profiler. Machine: {m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, "
         f"{r['date']}.",

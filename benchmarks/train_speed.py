@@ -15,10 +15,12 @@ contender's MFU is measured against the peak of the precision it trained in (`ma
 FLOPs of the layers it runs (6 x parameters x tokens for a full step; a freeze-and-cache step runs the top K
 layers only, and its cache pass 2 x the bottom's parameters x tokens once).
 
-    python benchmarks/train_speed.py --glue-dir ../shared/glue [--seeds 3] [--quick]
+    python benchmarks/train_speed.py --glue-dir ../shared/glue [--seeds 3] [--quick] [--emulate-avx2]
 
-Writes benchmarks/results/train_speed-<class>.json and .md, ``<class>`` being the machine's class (``bf16``: native
-bf16 matmuls; ``avx2``: emulated), with the CPU model, flags and threads in ``machine``.
+Writes benchmarks/results/train_speed-<class>.json and .md, ``<class>`` being the machine's class (``amx``, ``bf16``:
+native bf16 matmuls; ``avx2``: emulated), with the CPU model, flags and threads in ``machine``. ``--emulate-avx2``
+holds a newer CPU to AVX2 (PyTorch's, oneDNN's and MKL's kernels, and seqtune's automatic precision: fp32), for an
+AVX2-only machine's ratios where none is at hand; class ``avx2-emulated``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe, peak_for
+from machine import EMULATE_AVX2, cpuinfo, describe, emulating_avx2, peak_for
 
 CONTENDERS = ("course", "course-bf16", "seqtune", "seqtune-top3")
 
@@ -315,6 +317,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="800 training examples, 1 epoch: a smoke run")
     ap.add_argument("--force-bf16", action="store_true", help="run course-bf16 even without native bf16")
+    ap.add_argument("--emulate-avx2", action="store_true", help="hold this CPU to AVX2 (machine.EMULATE_AVX2)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
@@ -326,12 +329,14 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.emulate_avx2 and not emulating_avx2():  # the variables must be set before torch loads: start again
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **EMULATE_AVX2})
 
     import torch
 
-    from seqtune.precision import CPU_BF16_FLAGS, cpu_flags
+    from seqtune.precision import CPU_BF16_FLAGS
 
-    native_bf16 = any(flag in CPU_BF16_FLAGS for flag in cpu_flags())  # by the flags: the course takes bf16=True
+    native_bf16 = any(flag in CPU_BF16_FLAGS for flag in cpuinfo()[1])  # by the flags: the course takes bf16=True
     # Best of two sizes: on a shared 2-core VM a single size's best can sit well under the real peak.
     peaks = {
         "float32": max(matmul_peak("float32", n, 10.0) for n in (1024, 2048)),

@@ -155,3 +155,14 @@ def test_a_rendered_marker_the_renderer_cannot_read_is_an_error():
         render.render_page("text\n<!-- rendered:no-close -->\nold table\n")
     page = "<!-- rendered:step_profile-bf16 -->\nstale\n<!-- /rendered:step_profile-bf16 -->\n"
     assert "stale" not in render.render_page(page)  # a name with a hyphen is filled too
+
+
+def test_a_cpu_held_to_avx2_is_recorded_as_emulated_never_as_its_own_class(monkeypatch):
+    machine = _benchmark("machine")
+    for name, value in machine.EMULATE_AVX2.items():
+        monkeypatch.setenv(name, value)
+    held = machine.describe(threads=2)
+    assert held["class"] == "avx2-emulated"
+    assert set(held["flags"]) <= {"avx2"}  # the process cannot use the rest
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")  # one variable missing: oneDNN would still use AVX-512 or AMX
+    assert machine.describe(threads=2)["class"] != "avx2-emulated"

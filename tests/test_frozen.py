@@ -4,6 +4,7 @@ the whole model computes, for every architecture that has separate layers; the b
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,17 @@ def test_train_layers_beyond_the_model(tiny_model_dir, tmp_path, capsys):
                            "--quiet", "--output", out)  # fmt: skip
     assert_clean_error(code, err, "--train-layers 3: bert has 2 encoder layers; pass a number from 1 to 2")
     assert_nothing_written(out)
+
+
+def test_train_layers_gets_its_own_automatic_learning_rate_and_an_explicit_one_wins(tiny_model_dir, tmp_path, capsys):
+    from seqtune.recipe import DEFAULT_LR, TRAIN_LAYERS_LR
+
+    data = write_csv(tmp_path / "d.csv", make_rows(32))
+    rates = {}
+    for name, extra in (("auto", []), ("given", ["--lr", "3e-5"]), ("full", None)):
+        layers = [] if extra is None else ["--train-layers", "1", *extra]
+        code, _, err = run_cli(capsys, "train", "--model", tiny_model_dir, "--train-file", data, *layers,
+                               "--max-steps", "1", "--quiet", "--output", tmp_path / name)  # fmt: skip
+        assert code == 0, err
+        rates[name] = json.loads((tmp_path / name / "metrics.json").read_text())["distributed"]["lr"]
+    assert rates == {"auto": TRAIN_LAYERS_LR, "given": 3e-5, "full": DEFAULT_LR} and TRAIN_LAYERS_LR > DEFAULT_LR

@@ -320,7 +320,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # same initial weights everywhere, different dropout per process
     model = world.accelerator.prepare(model)
-    lr = auto_lr(t.lr, task.is_multi_label, lora=bool(cfg.model.lora_rank))
+    lr = auto_lr(t.lr, task.is_multi_label, lora=bool(cfg.model.lora_rank), train_layers=t.train_layers)
     # A regression head trains in units of the targets' spread (model.prior_init): rate, decay and loss scaled by it.
     units = target_scale(train_labels) if task.is_regression and prior else 1.0
     head = output_layer(model, task.num_labels) if units != 1.0 else None
