@@ -69,7 +69,7 @@ def speed_tables(results: Path = RESULTS, classes: tuple[str, ...] = tuple(CLASS
 
 
 # speed: every class measured (docs); speed-main: the kinds of CPU a user has, for the README
-BLOCKS = {"speed": speed_tables, "speed-main": lambda: speed_tables(classes=("amx", "bf16", "avx2"))}
+BLOCKS = {"speed": speed_tables, "speed-main": lambda: speed_tables(classes=("amx", "bf16", "avx2", "avx2-emulated"))}
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
 
