@@ -11,7 +11,6 @@ call (training mode, p = 0.1, bf16 and fp32), over ``--rounds`` alternating roun
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from machine import describe
+from records import write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = {
@@ -68,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                              "ms": round(min(ms), 3)})  # fmt: skip
     record = {"rows": rows, "repeats": args.repeats, "rounds": args.rounds, "torch": torch.__version__,
               "machine": describe(), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
-    stem = RESULTS / f"dropout_masks-{record['machine']['class']}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    stem.with_suffix(".md").write_text(render(record))
-    print(render(record))
+    write(RESULTS / f"dropout_masks-{record['machine']['class']}", record, render)
     return 0
 
 

@@ -20,6 +20,13 @@ def append(out: Path, records: list[dict], record: dict, render: Callable[[list[
     out.with_suffix(".md").write_text(render(records))
 
 
+def write(stem: Path, record: dict, render: Callable[[dict], str]) -> None:
+    """One benchmark's result: ``stem.json`` and its Markdown rendering ``stem.md``, printed too."""
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    stem.with_suffix(".md").write_text(render(record))
+    print(render(record))
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value) of per-seed results.
 

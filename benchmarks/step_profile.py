@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 from machine import describe
+from records import write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     amx = "-amx" if record["machine"]["class"] == "amx" else ""  # AMX machines get their own files
     masks = "-16bit-masks" if not args.torch_dropout else ""  # files from before fast_dropout.py had torch's masks
     fresh = "-fresh-embedding-grad" if args.fresh_embedding_grad else ""
-    stem = RESULTS / f"step_profile-{args.precision}{amx}{fresh}{masks}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    stem.with_suffix(".md").write_text(render(record))
-    print(render(record))
+    write(RESULTS / f"step_profile-{args.precision}{amx}{fresh}{masks}", record, render)
     return 0
 
 
