@@ -58,15 +58,14 @@ def describe(threads: int | None = None, peaks: dict[str, float] | None = None) 
     """What goes into a result file's ``machine`` field (``peaks``: measured matmul GFLOP/s, see `machine_class`).
     Held to AVX2 (`EMULATE_AVX2`), the class is ``avx2-emulated`` and ``emulated`` names the CPU's own flags."""
     model, flags = cpuinfo()
+    record = {"cpu": model, "flags": flags, "class": machine_class(flags, peaks), "threads": threads or _threads(),
+              "cores": os.cpu_count()}  # fmt: skip
     if emulating_avx2():
         from seqtune.precision import cpu_model_and_flags
 
-        own = cpu_model_and_flags(FLAGS)[1]
-        return {"cpu": model, "flags": flags, "class": "avx2-emulated", "threads": threads or _threads(),
-                "cores": os.cpu_count(), "emulated": f"held to AVX2 by {' '.join(EMULATE_AVX2)}; own flags: "
-                f"{' '.join(own)}"}  # fmt: skip
-    return {"cpu": model, "flags": flags, "class": machine_class(flags, peaks), "threads": threads or _threads(),
-            "cores": os.cpu_count()}  # fmt: skip
+        own = " ".join(cpu_model_and_flags(FLAGS)[1])
+        record |= {"class": "avx2-emulated", "emulated": f"held to AVX2 by {' '.join(EMULATE_AVX2)}; own flags: {own}"}
+    return record
 
 
 def _threads() -> int:
