@@ -40,6 +40,21 @@ def test_the_average_follows_its_decay():
     assert average.model is not layer and layer.weight[0, 0].item() == 0.0
 
 
+def test_frozen_weights_keep_their_copy_and_trained_ones_follow_the_decay():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 1, bias=False))
+    model[0].weight.requires_grad_(False)  # as --train-layers leaves the bottom
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+    average = WeightAverage(model, decay=0.5)
+    for value in (2.0, 6.0):
+        with torch.no_grad():
+            model[1].weight.fill_(value)
+        average.update(model)
+    torch.testing.assert_close(average.model[1].weight, torch.full((1, 2), 4.0))  # 0.5 * 2 + 0.5 * 6
+    torch.testing.assert_close(average.model[0].weight, torch.full((2, 2), 3.0))
+    assert int(average.averaged.n_averaged) == 2
+
+
 def test_with_decay_zero_the_average_is_the_live_weights(tiny_model_dir, toy_csv, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny_model_dir, out, toy_csv, "train.ema=0.0", "train.epochs=4", "train.eval_every=3"))

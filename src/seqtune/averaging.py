@@ -30,10 +30,21 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
         self.averaged.eval()
+        self.decay = decay
 
     def update(self, model: torch.nn.Module) -> None:
-        """Fold the live weights in, after an optimizer step."""
-        self.averaged.update_parameters(model)
+        """Fold the live weights in, after an optimizer step. After the first step (a copy of every weight) only the
+        weights that train are folded in: a frozen one (``--train-layers``, ``--lora``) equals its average already,
+        and the frozen word embeddings alone are half of MiniLM."""
+        if self.averaged.n_averaged.item() == 0:
+            self.averaged.update_parameters(model)
+            return
+        both = zip(self.averaged.module.parameters(), model.parameters(), strict=True)
+        pairs = [(a, w) for a, w in both if w.requires_grad]
+        if pairs:
+            with torch.no_grad():
+                torch._foreach_lerp_([a for a, _ in pairs], [w.detach() for _, w in pairs], 1 - self.decay)
+        self.averaged.n_averaged += 1
 
     @property
     def model(self) -> torch.nn.Module:
