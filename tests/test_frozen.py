@@ -70,8 +70,14 @@ def test_cached_top_layers_train_like_the_whole_model(model_type, tmp_path):
     ref = copy.deepcopy(model)
     assert freeze_bottom(model, 1) == freeze_bottom(ref, 1) == 2
     collator = Collator(tokenizer)
+    ran = []  # the layers whose forward completed during the cache pass
+    hooks = [layer.register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+             for i, layer in enumerate(encoder_layers(model).layers)]  # fmt: skip
     cache = build_cache(model, encoded, collator, 1, tmp_path / "features", torch.device("cpu"), "fp32", 5)
+    for hook in hooks:
+        hook.remove()
     assert cache.build_seconds > 0
+    assert set(ran) == {0}, "the cache pass runs the frozen bottom and nothing above it"
     _steps(model, ref, cache, encoded, collator, "fp32", 1e-5)
     bottom = {id(p) for p in encoder_layers(model).layers[0].parameters()}
     bottom |= {id(p) for p in model.base_model.embeddings.parameters()}

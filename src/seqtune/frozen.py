@@ -148,6 +148,36 @@ class FeatureCache:
             return model(inputs_embeds=feats, attention_mask=mask).logits
 
 
+class _Entered(Exception):
+    """Raised by `_entering`'s hook to stop a forward pass at the first layer that is not cached."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        self.states = states
+
+
+@contextlib.contextmanager
+def _entering(layer: nn.Module) -> Iterator[Any]:
+    """Inside: ``run(batch, base)`` runs ``base`` only up to ``layer`` and returns the hidden states entering it
+    (float32, on the CPU): the bottom layers and nothing more, whatever comes after them in the architecture
+    (another layer, or a final norm such as ModernBERT's)."""
+
+    def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        raise _Entered(args[0] if args else kwargs["hidden_states"])
+
+    def run(batch: dict, base: nn.Module) -> torch.Tensor:
+        try:
+            base(**batch)
+        except _Entered as entered:
+            return entered.states.float().cpu()
+        raise RuntimeError("the forward pass never reached the first trained layer")
+
+    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        yield run
+    finally:
+        handle.remove()
+
+
 def build_cache(
     model: nn.Module,
     ds: Any,
@@ -179,21 +209,14 @@ def build_cache(
     )
     was_training = model.training
     model.eval()
-    # only the bottom layers and one more run; the states entering layer n - k are then never the model's last,
-    # which some architectures hand back normalised (ModernBERT's final norm)
-    split.owner._modules[split.attr] = nn.ModuleList(list(split.layers)[: n - k + 1])
-    try:
-        with torch.inference_mode(), autocast(device, precision):
-            for idxs in sorted_order(lengths, batch_size):  # longest first: little padding
-                batch = collator(take_rows(ds, idxs))
-                batch.pop("labels", None)
-                batch = {key: value.to(device) for key, value in batch.items()}
-                states = split.base(**batch, output_hidden_states=True).hidden_states[n - k].float().cpu()
-                real = batch["attention_mask"].bool().cpu()
-                for j, i in enumerate(idxs):
-                    array[offsets[i] : offsets[i + 1]] = _to_storage(states[j][real[j]], bf16)
-    finally:
-        split.owner._modules[split.attr] = split.layers
+    with torch.inference_mode(), autocast(device, precision), _entering(split.layers[n - k]) as entering:
+        for idxs in sorted_order(lengths, batch_size):  # longest first: little padding
+            batch = collator(take_rows(ds, idxs))
+            batch.pop("labels", None)
+            states = entering({key: value.to(device) for key, value in batch.items()}, split.base)
+            real = batch["attention_mask"].bool()
+            for j, i in enumerate(idxs):
+                array[offsets[i] : offsets[i + 1]] = _to_storage(states[j][real[j]], bf16)
     model.train(was_training)
     array.flush()
     del array
