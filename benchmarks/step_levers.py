@@ -46,6 +46,13 @@ LEVERS = {
     # bf16 weights, gradients and activations; AdamW steps fp32 master copies (only with --precision bf16)
     "bf16 weights + fp32 master copy": {"fused": True, "master": True, "reuse_grad": True},
     "seqtune's step + 16-bit dropout masks": {"fused": True, "reuse_grad": True, "fast_dropout": True},
+    # seqtune.clipping: the embedding's norm over the step's rows, the scaling inside the fused AdamW step
+    "seqtune's step + 16-bit masks + clipping in the step": {
+        "fused": True,
+        "reuse_grad": True,
+        "fast_dropout": True,
+        "clip_in_step": True,
+    },
 }
 BF16_ONLY = ("fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)", "bf16 weights + fp32 master copy")
 
@@ -85,20 +92,21 @@ def make(lever: dict, path: str, task):
                     module.dropout_prob = lever["attention_dropout"]
     if lever.get("freeze"):
         model.get_input_embeddings().weight.requires_grad_(False)
-    if lever.get("reuse_grad"):
-        reuse_embedding_grad(model)
+    hook = reuse_embedding_grad(model) if lever.get("reuse_grad") else None
     if lever.get("lora"):
         model = add_lora(model, lever["lora"])
     params = [p for p in model.parameters() if p.requires_grad]
     if lever.get("master"):
-        return model.train(), MasterAdamW(params, lr=8e-5, fused=True)
+        return model.train(), MasterAdamW(params, lr=8e-5, fused=True), None
     opt = torch.optim.AdamW(params, lr=8e-5, fused=lever.get("fused", False) or None)
     model.train()
-    return model, opt
+    return model, opt, hook if lever.get("clip_in_step") else None
 
 
-def run_steps(model, opt, batches, forward=None, precision: str = "fp32") -> tuple[float, int]:
-    """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters."""
+def run_steps(model, opt, batches, forward=None, precision: str = "fp32", clip_hook=None) -> tuple[float, int]:
+    """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters.
+    ``clip_hook``: the reused embedding gradient's hook, to clip as seqtune's training does (seqtune.clipping)."""
+    from seqtune.clipping import clip_gradients
     from seqtune.precision import autocast
 
     forward = model if forward is None else forward
@@ -108,7 +116,10 @@ def run_steps(model, opt, batches, forward=None, precision: str = "fp32") -> tup
             logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip_hook is not None:
+            clip_gradients(model.parameters(), 1.0, opt, clip_hook)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
@@ -142,14 +153,14 @@ def main() -> None:
     totals = {name: [0.0, 0] for name in LEVERS}
 
     def run(name: str, batches: list) -> tuple[float, int]:
-        lever, (model, opt) = LEVERS[name], built[name]
+        lever, (model, opt, hook) = LEVERS[name], built[name]
         precision = args.precision
         if "matmul_precision" in lever:
             precision = "fp32"
             torch.backends.mkldnn.matmul.fp32_precision = lever["matmul_precision"]
         try:
             with FastDropout() if lever.get("fast_dropout") else contextlib.nullcontext():
-                return run_steps(model, opt, batches, precision=precision)
+                return run_steps(model, opt, batches, precision=precision, clip_hook=hook)
         finally:
             torch.backends.mkldnn.matmul.fp32_precision = "ieee"
 

@@ -3,9 +3,11 @@ batches of 16, autocast in the chosen precision, fused AdamW, clipping), ops gro
 
     python benchmarks/step_profile.py --glue-dir ../shared/glue [--precision bf16] [--steps 20] [--dropout 0.1]
 
-Writes ``benchmarks/results/step_profile-<precision>[-amx][-fresh-embedding-grad][-16bit-masks].{json,md}``
-(``-16bit-masks``: the step draws dropout masks as CPU training does, fast_dropout.py; ``--torch-dropout`` for
-PyTorch's own, as every file without that suffix did):
+Writes ``benchmarks/results/step_profile-<precision>[-amx][-fresh-embedding-grad][-16bit-masks][-clip-in-step]``
+``.{json,md}`` (``-16bit-masks``: the step draws dropout masks as CPU training does, fast_dropout.py;
+``--torch-dropout`` for PyTorch's own, as every file without that suffix did; ``-clip-in-step``: it clips as
+training does,
+seqtune.clipping, ``--torch-clip`` for `torch.nn.utils.clip_grad_norm_`, as every file without it did):
 per group the share of the step's self CPU time,
 and the 15 most expensive ops. Groups: matmuls (mm/addmm/bmm/linear and fused attention), casts and copies,
 layer norm, GELU, dropout (random masks and their use), softmax and unfused attention, embedding lookup and its
@@ -68,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         help="PyTorch's own CPU dropout masks, not the 16-bit ones seqtune's CPU training draws (fast_dropout.py)",
     )
     p.add_argument(
+        "--torch-clip",
+        action="store_true",
+        help="torch.nn.utils.clip_grad_norm_, not seqtune.clipping (the scaling inside the fused AdamW step)",
+    )
+    p.add_argument(
         "--fresh-embedding-grad",
         action="store_true",
         help="PyTorch's own embedding backward (a new dense gradient every step), not seqtune's reused one",
@@ -75,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from seqtune.batching import Collator, column, length_grouped_order, take_rows
+    from seqtune.clipping import clip_gradients
     from seqtune.data import load_glue
     from seqtune.embedding_grad import reuse_embedding_grad
     from seqtune.encoding import tokenize
@@ -92,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     batches = [collate(take_rows(encoded, idxs)) for idxs in order]
     torch.manual_seed(0)
     model = load_model(path, task, dropout=args.dropout)
+    hook = None
     if args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     elif not args.fresh_embedding_grad:
-        reuse_embedding_grad(model)  # as seqtune's single-process CPU runs do
+        hook = reuse_embedding_grad(model)  # as seqtune's single-process CPU runs do
     opt = torch.optim.AdamW(param_groups(model, 8e-5, 0.01), lr=8e-5, fused=True)
     model.train()
     cpu = torch.device("cpu")
@@ -107,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if args.torch_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        else:  # as training.train_step does
+            clip_gradients(model.parameters(), 1.0, opt, hook)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return int(batch["attention_mask"].sum())
@@ -131,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "freeze_embeddings": args.freeze_embeddings,
         "fresh_embedding_grad": args.fresh_embedding_grad,
         "dropout_masks": "torch" if args.torch_dropout else "16-bit",
+        "clipping": "torch" if args.torch_clip else "in-step",
         "steps": args.steps,
         "tokens_per_second_profiled": round(tokens / wall),
         "groups": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
@@ -141,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     amx = "-amx" if record["machine"]["class"] == "amx" else ""  # AMX machines get their own files
     masks = "-16bit-masks" if not args.torch_dropout else ""  # files from before fast_dropout.py had torch's masks
     fresh = "-fresh-embedding-grad" if args.fresh_embedding_grad else ""
-    write(RESULTS / f"step_profile-{args.precision}{amx}{fresh}{masks}", record, render)
+    clip = "-clip-in-step" if not args.torch_clip else ""  # files from before seqtune.clipping: torch's clipping
+    write(RESULTS / f"step_profile-{args.precision}{amx}{fresh}{masks}{clip}", record, render)
     return 0
 
 
@@ -164,7 +178,8 @@ def render(r: dict) -> str:
         f"{', a fresh word-embedding gradient each step' if r.get('fresh_embedding_grad') else ''}"
         f"{', the word-embedding gradient in a reused buffer' if r.get('fresh_embedding_grad') is False else ''}"
         f"{', 16-bit dropout masks (fast_dropout.py)' if r.get('dropout_masks') == '16-bit' else ''}"
-        f"{', PyTorch' + chr(39) + 's dropout masks' if r.get('dropout_masks') == 'torch' else ''}; "
+        f"{', PyTorch' + chr(39) + 's dropout masks' if r.get('dropout_masks') == 'torch' else ''}"
+        f"{', clipping scaled inside the AdamW step (seqtune.clipping)' if r.get('clipping') == 'in-step' else ''}; "
         f"{r['tokens_per_second_profiled']:,} real "
         f"tokens/s under the profiler. Machine: {m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, "
         f"{r['date']}.",

@@ -27,7 +27,8 @@ def _grads(model, batches: list[dict]) -> dict[str, torch.Tensor]:
 def test_reused_buffer_gives_pytorchs_dense_gradient(tiny_model_dir):
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     reused = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    assert reuse_embedding_grad(reused)
+    hook = reuse_embedding_grad(reused)
+    assert hook is not None
     weight = reused.get_input_embeddings().weight
     for batches in ([_batch(0)], [_batch(1), _batch(2)]):
         want, got = _grads(plain, batches), _grads(reused, batches)
@@ -35,6 +36,9 @@ def test_reused_buffer_gives_pytorchs_dense_gradient(tiny_model_dir):
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=name)
         assert not weight.grad.is_sparse
+        written = torch.zeros(weight.shape[0], dtype=torch.bool)
+        written[hook.rows()] = True
+        assert written.any() and not weight.grad[~written].any()  # rows() holds every non-zero row
     first = weight.grad.data_ptr()
     _grads(reused, [_batch(3)])
     assert weight.grad.data_ptr() == first  # the same buffer every step, not a fresh matrix

@@ -25,7 +25,7 @@ from seqtune.batching import Collator, column
 from seqtune.config import RunConfig
 from seqtune.data import hold_out, load_custom, load_glue, select_samples, shard_rows
 from seqtune.distributed import World, launch_world
-from seqtune.embedding_grad import reuse_embedding_grad
+from seqtune.embedding_grad import DenseEmbeddingGrad, reuse_embedding_grad
 from seqtune.encoding import length_profile, tokenize
 from seqtune.errors import SeqtuneError
 from seqtune.frozen import FeatureCache, build_cache, freeze_bottom
@@ -71,6 +71,7 @@ class RunContext:
     loss_weights: torch.Tensor | None  # class weights, when asked for
     features: FeatureCache | None  # --train-layers: the frozen bottom's output per training example
     average: WeightAverage | None  # --ema: the moving average of the weights, which is evaluated and kept
+    embedding_grad: DenseEmbeddingGrad | None  # the word embeddings' reused gradient buffer (single-process CPU)
     precision: str
     lr: float  # train.lr, or its automatic value for the task
     tune_threshold: bool  # train.tune_threshold, or its automatic value (on for multi-label)
@@ -326,8 +327,9 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     head = output_layer(model, task.num_labels) if units != 1.0 else None
     scaled = {id(p): units for p in head.parameters()} if head is not None else None
     optimizer = setup_optimizer(model, cfg, device, lr, scaled)  # freezes the word embeddings for --freeze-embeddings
+    embedding_grad = None
     if world.size == 1 and device.type == "cpu":  # DDP reduces dense gradients; GPUs reuse memory already
-        reuse_embedding_grad(model)
+        embedding_grad = reuse_embedding_grad(model)
     train_ds = encoded["train"]
     step_size = t.batch_size * world.size * t.grad_accum
     steps_per_epoch = math.ceil(len(train_ds) / step_size)
@@ -369,6 +371,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         precision=precision,
         features=features,
         average=average,
+        embedding_grad=embedding_grad,
         lr=lr,
         tune_threshold=task.is_multi_label if t.tune_threshold is None else t.tune_threshold,
         step_size=step_size,

@@ -17,6 +17,7 @@ import torch
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
 from seqtune.batching import column, length_grouped_order, random_order, take_rows
+from seqtune.clipping import clip_gradients
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
 from seqtune.fast_dropout import FastDropout
@@ -181,8 +182,8 @@ def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
             loss = loss_sum(ctx.task, logits, labels, ctx.loss_weights) * weight
             accelerator.backward(loss)
         loss_total += loss.item()  # a sync point, once per micro-batch: cheap next to the backward pass
-    if t.max_grad_norm:
-        accelerator.clip_grad_norm_(ctx.model.parameters(), t.max_grad_norm)
+    if t.max_grad_norm:  # the scaling itself happens in the optimizer's step where it can (seqtune.clipping)
+        clip_gradients(ctx.model.parameters(), t.max_grad_norm, ctx.optimizer, ctx.embedding_grad)
     return [loss_total, tokens, padded]
 
 
