@@ -9,8 +9,8 @@ and the factor is the same, ``min(1, max_norm / (norm + 1e-6))``. Two shortcuts 
 - with a fused Adam or AdamW, the gradients are not multiplied in a pass of their own: the optimizer divides each
   gradient by ``grad_scale`` as it reads it, the hook `torch.amp.GradScaler` uses to unscale gradients.
 
-Measured (MiniLM, MRPC batches of 16, 16-bit dropout masks, Intel Xeon with AMX): 1.09-1.12x the tokens/s of a bf16
-step and 1.05x of an fp32 one (`benchmarks/step_levers.py`; docs/performance.md).
+Measured (`benchmarks/step_levers.py --precision bf16`, MiniLM, MRPC batches of 16, Intel Xeon with AMX): 1.05x the
+tokens/s of seqtune's bf16 step with `torch.nn.utils.clip_grad_norm_` (docs/performance.md).
 """
 
 from __future__ import annotations
