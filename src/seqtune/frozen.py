@@ -156,15 +156,15 @@ class _Entered(Exception):
 
 
 @contextlib.contextmanager
-def _entering(layer: nn.Module) -> Iterator[Any]:
-    """Inside: ``run(batch, base)`` runs ``base`` only up to ``layer`` and returns the hidden states entering it
+def _entering(base: nn.Module, layer: nn.Module) -> Iterator[Any]:
+    """Inside: ``run(batch)`` runs ``base`` only up to ``layer`` and returns the hidden states entering it
     (float32, on the CPU): the bottom layers and nothing more, whatever comes after them in the architecture
     (another layer, or a final norm such as ModernBERT's)."""
 
     def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
         raise _Entered(args[0] if args else kwargs["hidden_states"])
 
-    def run(batch: dict, base: nn.Module) -> torch.Tensor:
+    def run(batch: dict) -> torch.Tensor:
         try:
             base(**batch)
         except _Entered as entered:
@@ -209,11 +209,11 @@ def build_cache(
     )
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast(device, precision), _entering(split.layers[n - k]) as entering:
+    with torch.inference_mode(), autocast(device, precision), _entering(split.base, split.layers[n - k]) as entering:
         for idxs in sorted_order(lengths, batch_size):  # longest first: little padding
             batch = collator(take_rows(ds, idxs))
             batch.pop("labels", None)
-            states = entering({key: value.to(device) for key, value in batch.items()}, split.base)
+            states = entering({key: value.to(device) for key, value in batch.items()})
             real = batch["attention_mask"].bool()
             for j, i in enumerate(idxs):
                 array[offsets[i] : offsets[i + 1]] = _to_storage(states[j][real[j]], bf16)
