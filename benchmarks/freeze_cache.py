@@ -11,7 +11,8 @@ learning rate. Training seconds include building the cache. ``--full-from`` read
 "tokens/s-equivalent" is the real (unpadded) training tokens of the whole run divided by its training seconds, the
 same count for every contender, so it compares like with like.
 The dev split is scored once per run at its kept checkpoint; nothing is chosen on it. Results are appended to
-``benchmarks/results/freeze_cache.json`` as they finish (a rerun skips what is there); ``freeze_cache.md`` is
+``benchmarks/results/freeze_cache.json`` as they finish (a rerun the same day skips what is there; on another day,
+perhaps another machine, it measures again, so each day's rows compare among themselves); ``freeze_cache.md`` is
 rendered from all of them.
 """
 
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
     scored_on = "carved" if "data.validation_from_train=true" in args.set else "dev"
-    done = {(r["task"], r["layers"], r["seed"], r.get("scored_on", "dev")) for r in records}
+    today = time.strftime("%Y-%m-%d")  # another day is another machine: its rows are compared among themselves
+    done = {(r["task"], r["layers"], r["seed"], r.get("scored_on", "dev")) for r in records if r["date"] == today}
     for seed in (int(s) for s in args.seeds.split(",")):
         for task in args.tasks.split(","):
             for layers in args.layers.split(","):

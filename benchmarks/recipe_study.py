@@ -63,6 +63,9 @@ RECIPES: dict[str, list[str]] = {
     "top3-lr2e-4": ["train.train_layers=3", "train.lr=2e-4"],
     "top3-lr8e-5-epochs6": ["train.train_layers=3", "train.lr=8e-5", "train.epochs=6"],
     "top3-lr2e-4-epochs6": ["train.train_layers=3", "train.lr=2e-4", "train.epochs=6"],
+    "top3-lr4e-4": ["train.train_layers=3", "train.lr=4e-4"],
+    # the word-embedding matrix kept as pretrained (a speed lever: no embedding gradient, AdamW state or update)
+    "frozen-emb": ["train.freeze_embeddings=true"],
 }
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from pathlib import Path
 
 import torch
 from machine import describe
+from records import write
 
 from seqtune.batching import Collator, column, length_grouped_order, take_rows
 from seqtune.config import TrainConfig
@@ -172,28 +172,39 @@ def main() -> None:
             totals[name][0] += seconds
             totals[name][1] += tokens
     base = totals[BASELINE][1] / totals[BASELINE][0]
-    results = {}
-    m = describe(torch.get_num_threads())
+    record = {
+        "machine": describe(torch.get_num_threads()),
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d"),
+        "levers": {
+            name: {"tokens_per_second": tokens / seconds, "ratio": tokens / seconds / base}
+            for name, (seconds, tokens) in totals.items()
+        },
+    }
+    if args.only:  # a subset is a quick look, not the table of record
+        print(render(record))
+        return
+    amx = "-amx" if record["machine"]["class"] == "amx" else ""  # AMX machines get their own files
+    write(Path(__file__).resolve().parent / "results" / f"step_levers-{args.precision}{amx}", record, render)
+
+
+def render(record: dict) -> str:
+    """The Markdown table of one run: each lever's real tokens/s and its ratio to the baseline, and the machine."""
+    m = record["machine"]
     lines = [
-        f"# Step levers, {args.precision} (MiniLM, real MRPC batches of {args.batch_size})",
+        f"# Step levers, {record['precision']} (MiniLM, real MRPC batches of {record['batch_size']})",
         "",
         "| lever | real tok/s | vs baseline |",
         "|---|---|---|",
+        *(f"| {name} | {r['tokens_per_second']:,.0f} | {r['ratio']:.2f}x |" for name, r in record["levers"].items()),
+        "",
+        f"{record['steps']} steps x {record['rounds']} alternating rounds, same process, {record['precision']}; "
+        f"{m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, {record['date']}.",
     ]
-    for name, (seconds, tokens) in totals.items():
-        rate = tokens / seconds
-        results[name] = {"tokens_per_second": rate, "ratio": rate / base}
-        lines.append(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
-    machine = f"{m['cpu']} ({', '.join(m['flags'])}), {m['threads']} threads, {time.strftime('%Y-%m-%d')}"
-    lines += ["", f"{args.steps} steps x {args.rounds} alternating rounds, same process, {args.precision}; {machine}."]
-    amx = "-amx" if m["class"] == "amx" else ""  # AMX machines get their own files
-    print("\n".join(lines))
-    if args.only:  # a subset is a quick look, not the table of record
-        return
-    stem = Path(__file__).resolve().parent / "results" / f"step_levers-{args.precision}{amx}"
-    stem.with_suffix(".json").write_text(json.dumps({"machine": m, "precision": args.precision, "steps": args.steps,
-                                                     "rounds": args.rounds, "levers": results}, indent=1))  # fmt: skip
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ FLOPs of the layers it runs (6 x parameters x tokens for a full step; a freeze-a
 layers only, and its cache pass 2 x the bottom's parameters x tokens once).
 
     python benchmarks/train_speed.py --glue-dir ../shared/glue [--seeds 3] [--quick] [--emulate-avx2]
+    python benchmarks/train_speed.py --f1-seeds 43,44 [--emulate-avx2] [--contenders course,seqtune-top3]
 
 Writes benchmarks/results/train_speed-<class>.json and .md, ``<class>`` being the machine's class (``amx``, ``bf16``:
 native bf16 matmuls; ``avx2``: emulated), with the CPU model, flags and threads in ``machine``. ``--emulate-avx2``
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 
 from machine import EMULATE_AVX2, cpuinfo, describe, emulating_avx2, peak_for
+from records import mean_std, write
 
 CONTENDERS = ("course", "course-bf16", "seqtune", "seqtune-top3")
 
@@ -190,6 +192,68 @@ def worker(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------- driver
 
 
+def run_worker(name: str, seed: int, args: argparse.Namespace, threads: int | None = None) -> dict:
+    """One contender's run in its own process (clean peak RSS); ``threads`` caps its torch threads."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "result.json"
+        cmd = [sys.executable, __file__, "--worker", name, "--seed", str(seed), "--json", str(out),
+               "--workdir", work, "--glue-dir", args.glue_dir]  # fmt: skip
+        cmd += ["--quick"] if args.quick else []
+        subprocess.run(cmd, check=True, env=env)
+        return json.loads(out.read_text())
+
+
+def f1_seeds(args: argparse.Namespace) -> None:
+    """The dev F1 at the end of training over more seeds, untimed: the timed run's seeds (42, 43, ... in the order
+    of ``train_speed-<class>.json``) and each of ``--f1-seeds`` it lacks, run through the same worker. Writes
+    ``train_speed-<class>-f1-seeds.json`` and ``.md``."""
+    import torch
+
+    machine = describe(torch.get_num_threads())
+    stem = Path(args.out) / f"train_speed-{machine['class']}"
+    timed = json.loads(stem.with_suffix(".json").read_text())["runs"] if stem.with_suffix(".json").is_file() else {}
+    contenders = {}
+    for name in args.contenders.split(","):
+        finals = {42 + i: r["final"] for i, r in enumerate(timed.get(name, []))}
+        for seed in [int(s) for s in args.f1_seeds.split(",") if int(s) not in finals]:
+            print(f"seed {seed}: {name} (untimed) ...", flush=True)
+            finals[seed] = run_worker(name, seed, args, args.threads)["final"]
+            print(f"  final acc {finals[seed]['accuracy']:.4f} F1 {finals[seed]['f1']:.4f}", flush=True)
+        f1 = [finals[s]["f1"] for s in sorted(finals)]
+        contenders[name] = {
+            "f1_per_seed": {str(s): round(finals[s]["f1"], 4) for s in sorted(finals)},
+            "accuracy_per_seed": {str(s): round(finals[s]["accuracy"], 4) for s in sorted(finals)},
+            "f1_mean": round(mean_std(f1)[0], 4),
+            "f1_std": round(mean_std(f1)[1], 4),
+        }
+    record = {
+        "what": f"dev F1 of the last evaluation (the benchmark's 'final') per seed, MRPC, class {machine['class']}; "
+        f"seeds of the timed run from {stem.name}.json, the others untimed through `train_speed.py --f1-seeds "
+        f"{args.f1_seeds}`" + (f" with {args.threads} thread(s) per run" if args.threads else ""),
+        "machine": machine,
+        "date": time.strftime("%Y-%m-%d"),
+        "contenders": contenders,
+    }
+    write(stem.with_name(f"{stem.name}-f1-seeds"), record, render_f1_seeds)
+
+
+def render_f1_seeds(record: dict) -> str:
+    rows = record["contenders"]
+    seeds = sorted({s for r in rows.values() for s in r["f1_per_seed"]}, key=int)
+    lines = [
+        f"# Dev F1 per seed ({record['machine']['class']}, {record['date']})",
+        "",
+        "| contender | " + " | ".join(f"seed {s}" for s in seeds) + " | mean +- std |",
+        "|---|" + "---|" * (len(seeds) + 1),
+        *(f"| {name} | " + " | ".join(f"{r['f1_per_seed'].get(s, float('nan')):.4f}" for s in seeds)
+          + f" | {r['f1_mean']:.4f} +- {r['f1_std']:.4f} |" for name, r in rows.items()),
+        "",
+        record["what"] + f"; {machine_line(record)}.",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def matmul_peak(dtype_name: str, n: int, budget: float = 20.0) -> float:
     """Best GFLOP/s of an n x n matmul within a time budget."""
     import torch
@@ -319,6 +383,9 @@ def main() -> None:
     ap.add_argument("--force-bf16", action="store_true", help="run course-bf16 even without native bf16")
     ap.add_argument("--emulate-avx2", action="store_true", help="hold this CPU to AVX2 (machine.EMULATE_AVX2)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--f1-seeds", help="comma-separated seeds: untimed runs for the F1 over more seeds (f1_seeds)")
+    ap.add_argument("--contenders", default="course,seqtune-top3", help="with --f1-seeds: which contenders")
+    ap.add_argument("--threads", type=int, help="with --f1-seeds: torch threads per run (when runs share cores)")
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
@@ -331,6 +398,9 @@ def main() -> None:
         return
     if args.emulate_avx2 and not emulating_avx2():  # the variables must be set before torch loads: start again
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **EMULATE_AVX2})
+    if args.f1_seeds:
+        f1_seeds(args)
+        return
 
     import torch
 
@@ -355,17 +425,11 @@ def main() -> None:
     runs: dict[str, list[dict]] = {c: [] for c in contenders}
     for i in range(args.seeds):
         for name in contenders:  # alternate contenders within each seed, so machine drift hits all alike
-            with tempfile.TemporaryDirectory() as work:
-                out = Path(work) / "result.json"
-                cmd = [sys.executable, __file__, "--worker", name, "--seed", str(42 + i), "--json", str(out),
-                       "--workdir", work, "--glue-dir", args.glue_dir]  # fmt: skip
-                cmd += ["--quick"] if args.quick else []
-                print(f"seed {42 + i}: {name} ...", flush=True)
-                subprocess.run(cmd, check=True)
-                runs[name].append(json.loads(out.read_text()))
-                r = runs[name][-1]
-                print(f"  {r['train_seconds']:.0f}s train, {r['real_tokens'] / r['train_seconds']:,.0f} tok/s, "
-                      f"final acc {r['final']['accuracy']:.4f} F1 {r['final']['f1']:.4f}", flush=True)  # fmt: skip
+            print(f"seed {42 + i}: {name} ...", flush=True)
+            runs[name].append(run_worker(name, 42 + i, args))
+            r = runs[name][-1]
+            print(f"  {r['train_seconds']:.0f}s train, {r['real_tokens'] / r['train_seconds']:,.0f} tok/s, "
+                  f"final acc {r['final']['accuracy']:.4f} F1 {r['final']['f1']:.4f}", flush=True)  # fmt: skip
     summary = summarize(runs, peaks, non_embedding_params())
     meta = {
         "machine": describe(torch.get_num_threads(), peaks),

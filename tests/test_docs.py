@@ -166,3 +166,43 @@ def test_a_cpu_held_to_avx2_is_recorded_as_emulated_never_as_its_own_class(monke
     assert set(held["flags"]) <= {"avx2"}  # the process cannot use the rest
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")  # one variable missing: oneDNN would still use AVX-512 or AMX
     assert machine.describe(threads=2)["class"] != "avx2-emulated"
+
+
+def test_stored_step_lever_tables_are_renders_of_their_records():
+    """step_levers.py owns its files: each Markdown table is its JSON record rendered, never edited by hand."""
+    import json
+
+    levers = _benchmark("step_levers")
+    stored = sorted((ROOT / "benchmarks" / "results").glob("step_levers-*.json"))
+    assert stored
+    for path in stored:
+        assert levers.render(json.loads(path.read_text())) == path.with_suffix(".md").read_text(), path.name
+
+
+def test_f1_seeds_keep_the_timed_runs_seeds_and_run_only_the_missing_ones(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    speed = _benchmark("train_speed")
+    machine = _benchmark("machine").describe(threads=1)
+    final = {"course": [0.86, 0.87], "seqtune-top3": [0.85]}  # timed seeds 42(, 43)
+    runs = {name: [{"final": {"f1": f1, "accuracy": 0.8}} for f1 in f1s] for name, f1s in final.items()}
+    (tmp_path / f"train_speed-{machine['class']}.json").write_text(json.dumps({"runs": runs}))
+    ran = []
+
+    def fake_worker(name, seed, args, threads=None):
+        ran.append((name, seed, threads))
+        return {"final": {"f1": 0.80 + seed / 1000, "accuracy": 0.7}}
+
+    monkeypatch.setattr(speed, "run_worker", fake_worker)
+    monkeypatch.setattr(speed, "describe", lambda threads: machine)
+    args = argparse.Namespace(out=str(tmp_path), f1_seeds="43,44", contenders="course,seqtune-top3", threads=1)
+    speed.f1_seeds(args)
+    assert ran == [("course", 44, 1), ("seqtune-top3", 43, 1), ("seqtune-top3", 44, 1)]
+    record = json.loads((tmp_path / f"train_speed-{machine['class']}-f1-seeds.json").read_text())
+    assert record["contenders"]["course"]["f1_per_seed"] == {"42": 0.86, "43": 0.87, "44": 0.844}
+    assert record["contenders"]["seqtune-top3"]["f1_mean"] == round((0.85 + 0.843 + 0.844) / 3, 4)
+    assert (
+        "| seqtune-top3 | 0.8500 | 0.8430 | 0.8440 |"
+        in (tmp_path / f"train_speed-{machine['class']}-f1-seeds.md").read_text()
+    )
