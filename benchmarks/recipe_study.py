@@ -64,8 +64,13 @@ RECIPES: dict[str, list[str]] = {
     "top3-lr8e-5-epochs6": ["train.train_layers=3", "train.lr=8e-5", "train.epochs=6"],
     "top3-lr2e-4-epochs6": ["train.train_layers=3", "train.lr=2e-4", "train.epochs=6"],
     "top3-lr4e-4": ["train.train_layers=3", "train.lr=4e-4"],
+    "top3-reinit1": ["train.train_layers=3", "model.reinit_layers=1"],  # the re-initialised top layer trains in full
     # the word-embedding matrix kept as pretrained (a speed lever: no embedding gradient, AdamW state or update)
     "frozen-emb": ["train.freeze_embeddings=true"],
+    "frozen-emb-epochs1": ["train.freeze_embeddings=true", "train.epochs=1"],  # SST-2, beside reinit1-epochs1
+    # the defaults as of 2026-12-07 (mean pooling, top layer re-initialised, prior bias for regression, 16-bit
+    # dropout masks, clipping in the step): frozen-emb's control on the same machine and day
+    "defaults-1207": [],
 }
 
 
