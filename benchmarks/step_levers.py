@@ -53,6 +53,12 @@ LEVERS = {
         "fast_dropout": True,
         "clip_in_step": True,
     },
+    "seqtune's step + masks + clipping in the step + frozen word emb.": {
+        "fused": True,
+        "fast_dropout": True,
+        "clip_in_step": True,
+        "freeze": True,
+    },
 }
 BF16_ONLY = ("fp32 + oneDNN bf16 matmuls (mkldnn fp32_precision bf16)", "bf16 weights + fp32 master copy")
 
@@ -100,12 +106,15 @@ def make(lever: dict, path: str, task):
         return model.train(), MasterAdamW(params, lr=8e-5, fused=True), None
     opt = torch.optim.AdamW(params, lr=8e-5, fused=lever.get("fused", False) or None)
     model.train()
-    return model, opt, hook if lever.get("clip_in_step") else None
+    return model, opt, hook
 
 
-def run_steps(model, opt, batches, forward=None, precision: str = "fp32", clip_hook=None) -> tuple[float, int]:
+def run_steps(
+    model, opt, batches, forward=None, precision: str = "fp32", clip_in_step: bool = False, embedding_grad=None
+) -> tuple[float, int]:
     """Timed training steps; ``forward`` runs the model (e.g. a compiled wrapper), ``model`` owns the parameters.
-    ``clip_hook``: the reused embedding gradient's hook, to clip as seqtune's training does (seqtune.clipping)."""
+    ``clip_in_step``: clip as seqtune's training does (seqtune.clipping), with ``embedding_grad`` the reused
+    embedding gradient's hook when there is one; else `clip_grad_norm_`."""
     from seqtune.clipping import clip_gradients
     from seqtune.precision import autocast
 
@@ -116,8 +125,8 @@ def run_steps(model, opt, batches, forward=None, precision: str = "fp32", clip_h
             logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         loss.backward()
-        if clip_hook is not None:
-            clip_gradients(model.parameters(), 1.0, opt, clip_hook)
+        if clip_in_step:
+            clip_gradients(model.parameters(), 1.0, opt, embedding_grad)
         else:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -160,7 +169,8 @@ def main() -> None:
             torch.backends.mkldnn.matmul.fp32_precision = lever["matmul_precision"]
         try:
             with FastDropout() if lever.get("fast_dropout") else contextlib.nullcontext():
-                return run_steps(model, opt, batches, precision=precision, clip_hook=hook)
+                in_step = lever.get("clip_in_step", False)
+                return run_steps(model, opt, batches, precision=precision, clip_in_step=in_step, embedding_grad=hook)
         finally:
             torch.backends.mkldnn.matmul.fp32_precision = "ieee"
 

@@ -213,3 +213,18 @@ def test_freeze_and_cache_under_two_processes_matches_one(runs, tiny_model_dir):
     assert all(np.array_equal(wb[k], initial[k]) for k in initial if ".layer.0." in k or ".embeddings." in k)
     assert not np.array_equal(wb["bert.encoder.layer.1.output.dense.weight"],
                               initial["bert.encoder.layer.1.output.dense.weight"])  # fmt: skip
+
+
+def test_frozen_word_embeddings_under_two_processes_match_one(runs, tiny_model_dir):
+    """--freeze-embeddings under torchrun: the matrix is frozen before the model is wrapped for DDP (which syncs
+    only the parameters that train), so both processes train the rest and match one process over the same batch."""
+    root, data = runs["root"], runs["data"]
+    single, double = root / "frozen-emb-single", root / "frozen-emb-double"
+    frozen = ["--freeze-embeddings"]
+    assert main(["train", *_common(tiny_model_dir, data, single), "--batch-size", str(GLOBAL_BATCH), *frozen]) == 0
+    _torchrun("-m", "seqtune", "train", *_common(tiny_model_dir, data, double), "--batch-size", "4", *frozen, cwd=root)
+    wa, wb = load_file(single / "model.safetensors"), load_file(double / "model.safetensors")
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], atol=1e-4, err_msg=name)
+    initial, key = load_file(tiny_model_dir / "model.safetensors"), "bert.embeddings.word_embeddings.weight"
+    assert np.array_equal(wb[key], initial[key])

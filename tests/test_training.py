@@ -470,3 +470,19 @@ def test_automatic_length_learning_rate_and_threshold(tiny_model_dir, tmp_path):
     assert [h["step"] for h in single.history] == [3, 6, 9, 12, 15]  # 5 epochs to reach 15 steps
     assert json.loads((tmp_path / "single" / "metrics.json").read_text())["distributed"]["lr"] == DEFAULT_LR
     assert "threshold" not in single.history[0]
+
+
+def test_freeze_embeddings_keeps_the_word_embeddings_as_pretrained(tiny_model_dir, toy_csv, tmp_path, capsys):
+    """By default every weight trains, the word-embedding matrix included; `--freeze-embeddings` keeps the matrix as
+    it was pretrained while the rest trains."""
+    key, moved_key = "bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight"
+    start = load_file(tiny_model_dir / "model.safetensors")
+    common = (f"data.train_file={toy_csv}", "train.max_steps=3", "train.lr=1e-3", "train.warmup_ratio=0")
+    train(_cfg(tiny_model_dir, tmp_path / "default", *common))
+    assert not torch.allclose(_weights(tmp_path / "default")[key], start[key])
+    code, _, err = run_cli(capsys, "train", "--freeze-embeddings", f"model.name={tiny_model_dir}",
+                           f"output={tmp_path / 'frozen'}", "quiet=true", "model.max_length=32", *common)  # fmt: skip
+    assert code == 0, err
+    kept = _weights(tmp_path / "frozen")
+    torch.testing.assert_close(kept[key], start[key], atol=0, rtol=0)
+    assert not torch.allclose(kept[moved_key], start[moved_key])

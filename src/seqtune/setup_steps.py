@@ -164,8 +164,6 @@ def setup_optimizer(
     The fused implementation updates all parameters in one kernel: 1.11x the training throughput of the
     default (foreach) one with MiniLM on a 2-core CPU (benchmarks/step_levers.py).
     """
-    if cfg.train.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
     lr = lr if lr is not None else auto_lr(cfg.train.lr, multi_label=False)
     groups = param_groups(model, lr, cfg.train.weight_decay, cfg.train.layer_decay, scaled)
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
@@ -314,6 +312,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     if reinit and not resume_from:  # a resumed run's checkpoint holds the trained layers
         fresh = reinit_top_layers(model, reinit)
         logging.getLogger("seqtune").info("re-initialised encoder layer(s) %s (model.reinit_layers)", fresh)
+    if t.freeze_embeddings:  # before `prepare`: a distributed model only syncs the parameters that train
+        model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.model.lora_rank:  # before `prepare` too: only the adapters and the head train
         model = add_lora(model, cfg.model.lora_rank)
     if t.train_layers:  # before `prepare`: a distributed model only syncs the parameters that train
@@ -326,7 +326,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     units = target_scale(train_labels) if task.is_regression and prior else 1.0
     head = output_layer(model, task.num_labels) if units != 1.0 else None
     scaled = {id(p): units for p in head.parameters()} if head is not None else None
-    optimizer = setup_optimizer(model, cfg, device, lr, scaled)  # freezes the word embeddings for --freeze-embeddings
+    optimizer = setup_optimizer(model, cfg, device, lr, scaled)
     embedding_grad = None
     if world.size == 1 and device.type == "cpu":  # DDP reduces dense gradients; GPUs reuse memory already
         embedding_grad = reuse_embedding_grad(model)
