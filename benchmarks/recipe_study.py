@@ -71,6 +71,7 @@ RECIPES: dict[str, list[str]] = {
     # the defaults as of 2026-12-07 (mean pooling, top layer re-initialised, prior bias for regression, 16-bit
     # dropout masks, clipping in the step): frozen-emb's control on the same machine and day
     "defaults-1207": [],
+    "reinit1-epochs1-1207": ["model.reinit_layers=1", "train.epochs=1"],  # SST-2: frozen-emb-epochs1's control
 }
 
 
