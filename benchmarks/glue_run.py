@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(r: dict) -> str:
-    lines = ["# `seqtune glue` with the defaults (dev splits, kept checkpoint)", "",
+    how = "the defaults" + "".join(f", `{o}`" for o in r.get("overrides") or [])
+    lines = [f"# `seqtune glue` with {how} (dev splits, kept checkpoint)", "",
              "| task | metric | mean | std | seeds | seed ensemble | train s | tok/s | precision |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in r["tasks"].items():
