@@ -220,12 +220,12 @@ def f1_seeds(args: argparse.Namespace) -> None:
             print(f"seed {seed}: {name} (untimed) ...", flush=True)
             finals[seed] = run_worker(name, seed, args, args.threads)["final"]
             print(f"  final acc {finals[seed]['accuracy']:.4f} F1 {finals[seed]['f1']:.4f}", flush=True)
-        f1 = [finals[s]["f1"] for s in sorted(finals)]
+        mean, std = mean_std([finals[s]["f1"] for s in sorted(finals)])
         contenders[name] = {
             "f1_per_seed": {str(s): round(finals[s]["f1"], 4) for s in sorted(finals)},
             "accuracy_per_seed": {str(s): round(finals[s]["accuracy"], 4) for s in sorted(finals)},
-            "f1_mean": round(mean_std(f1)[0], 4),
-            "f1_std": round(mean_std(f1)[1], 4),
+            "f1_mean": round(mean, 4),
+            "f1_std": round(std, 4),
         }
     record = {
         "what": f"dev F1 of the last evaluation (the benchmark's 'final') per seed, MRPC, class {machine['class']}; "
