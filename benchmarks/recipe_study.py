@@ -72,6 +72,12 @@ RECIPES: dict[str, list[str]] = {
     # dropout masks, clipping in the step): frozen-emb's control on the same machine and day
     "defaults-1207": [],
     "reinit1-epochs1-1207": ["model.reinit_layers=1", "train.epochs=1"],  # SST-2: frozen-emb-epochs1's control
+    # SST-2 cut to the first N of its carved training rows (shuffled; the 6,735 validation rows stay): is the
+    # frozen matrix's loss on SST-2 (60.6k rows) a matter of size or of the task?
+    "train20k": ["data.max_train_samples=20000"],
+    "frozen-emb-train20k": ["train.freeze_embeddings=true", "data.max_train_samples=20000"],
+    "train5k": ["data.max_train_samples=5000"],
+    "frozen-emb-train5k": ["train.freeze_embeddings=true", "data.max_train_samples=5000"],
 }
 
 
