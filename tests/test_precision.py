@@ -76,6 +76,29 @@ def test_the_measurement_is_cached_and_a_broken_cache_is_measured_around(machine
     assert json.loads((tmp_path / "cache" / "precision.json").read_text())
 
 
+def test_the_ratio_is_timed_on_one_thread_and_holds_for_every_thread_count(machine, monkeypatch):
+    """A multi-threaded timing waits for its slowest thread, so a neighbour's load skews it (2 threads beside a
+    1-thread job: 0.63x on a CPU whose bf16 runs 6.5x fp32). One thread measures the core's instructions; a run on
+    another thread count reads the same cached ratio instead of timing again."""
+    timings = machine(["avx512_bf16"], fp32=100.0, bf16=300.0)
+    threads = []
+    timed = precision.time_matmul
+    monkeypatch.setattr(precision, "time_matmul", lambda dtype, seconds=0.25: threads.append(torch.get_num_threads())
+                        or timed(dtype, seconds))  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert precision.measured_bf16_speedup() == pytest.approx(3.0)
+        assert threads and set(threads) == {1}
+        assert torch.get_num_threads() == 2  # restored
+        measured = len(timings)
+        torch.set_num_threads(1)
+        assert precision.resolve_precision("auto", CPU) == "bf16"
+        assert len(timings) == measured  # the cache, not a second timing
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_an_unwritable_cache_still_gives_an_answer(machine, monkeypatch, tmp_path):
     (tmp_path / "file").write_text("")
     monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "file" / "below"))  # a file where a folder must be

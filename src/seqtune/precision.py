@@ -5,6 +5,9 @@ matmuls are native; they do not say whether they are fast: on one 2-core VM whos
 matmul ran at half the fp32 speed, on another twice it (benchmarks/results/train_speed-bf16.md). So on a CPU with
 the flags, ``auto`` times one matmul of a transformer layer's shape in both precisions (about a second, once per
 machine: the ratio is cached under ``~/.cache/seqtune``) and takes bf16 when it is at least `MIN_SPEEDUP` x fp32.
+The timing runs on one thread: the ratio is a property of the core's instructions, and a multi-threaded matmul waits
+for its slowest thread, so another job on the cores could make one precision look slow (a 2-thread timing beside a
+1-thread job once read 0.63x on a CPU that runs bf16 at 6.5x fp32).
 """
 
 from __future__ import annotations
@@ -64,11 +67,23 @@ def _cache_file() -> Path:
     return Path(root) / "precision.json"
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one thread inside, its thread count restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def measured_bf16_speedup() -> float:
-    """bf16 matmul speed over fp32 on this CPU: measured once per CPU model, flags, torch version and thread count,
-    then read from the cache (a cache that cannot be read or written is measured around, never an error)."""
+    """bf16 matmul speed over fp32 on one core of this CPU: measured once per CPU model, flags and torch version
+    (whatever thread count a run uses), then read from the cache (a cache that cannot be read or written is measured
+    around, never an error)."""
     model, flags = cpu_model_and_flags()
-    key = f"{model} | {' '.join(flags)} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    key = f"{model} | {' '.join(flags)} | torch {torch.__version__} | one thread"
     path = _cache_file()
     try:
         cached = json.loads(path.read_text())
@@ -79,9 +94,9 @@ def measured_bf16_speedup() -> float:
     entry = cached.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("bf16_over_fp32"), (int, float)):
         return float(entry["bf16_over_fp32"])
-    # alternate the two so a neighbour's load on a shared machine hits both alike
-    fp32, bf16 = time_matmul(torch.float32), time_matmul(torch.bfloat16)
-    fp32, bf16 = max(fp32, time_matmul(torch.float32)), max(bf16, time_matmul(torch.bfloat16))
+    with _one_thread():  # alternate the two so a neighbour's load on a shared machine hits both alike
+        fp32, bf16 = time_matmul(torch.float32), time_matmul(torch.bfloat16)
+        fp32, bf16 = max(fp32, time_matmul(torch.float32)), max(bf16, time_matmul(torch.bfloat16))
     ratio = bf16 / fp32
     cached[key] = {"bf16_over_fp32": round(ratio, 3), "measured": time.strftime("%Y-%m-%d")}
     with contextlib.suppress(OSError):
