@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(r: dict) -> str:
+    # "defaults_of": when the defaults of the run's day differ from today's, which defaults they were
     how = "the defaults" + "".join(f", `{o}`" for o in r.get("overrides") or [])
-    lines = [f"# `seqtune glue` with {how} (dev splits, kept checkpoint)", "",
+    how += f" {r['defaults_of']}" if r.get("defaults_of") else ""
+    lines = [f"# `seqtune glue` with {how}: dev splits, kept checkpoint", "",
              "| task | metric | mean | std | seeds | seed ensemble | train s | tok/s | precision |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in r["tasks"].items():

@@ -179,6 +179,17 @@ def test_stored_step_lever_tables_are_renders_of_their_records():
         assert levers.render(json.loads(path.read_text())) == path.with_suffix(".md").read_text(), path.name
 
 
+def test_stored_glue_run_tables_are_renders_of_their_records():
+    """glue_run.py owns its files too: a table rendered by an older `render` is rendered again, not left behind."""
+    import json
+
+    glue_run = _benchmark("glue_run")
+    stored = sorted((ROOT / "benchmarks" / "results").glob("glue_run*.json"))
+    assert len(stored) >= 2
+    for path in stored:
+        assert glue_run.render(json.loads(path.read_text())) == path.with_suffix(".md").read_text(), path.name
+
+
 def test_f1_seeds_keep_the_timed_runs_seeds_and_run_only_the_missing_ones(tmp_path, monkeypatch):
     import argparse
     import json
