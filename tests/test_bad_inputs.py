@@ -286,7 +286,7 @@ def test_bad_input(name, command, expect, bad_run, cached_runs, clean_results, g
             assert (
                 metrics == clean_results["eval"]
                 if isinstance(expect, Same)
-                else metrics.keys() == {"accuracy", "f1", "f1_macro"}
+                else metrics.keys() == {"accuracy", "f1", "f1_macro", "matthews_correlation"}
             )
     else:
         preds = tmp_path / "preds.jsonl"
@@ -345,7 +345,7 @@ def test_eval_input_flags(capsys, bad_run, cached_runs, tmp_path):
     assert_clean_error(code, err, "--max-eval-samples 0: expected at least 1 row")
     code, out, err = run_cli(capsys, "eval", bad_run, "--input", CLEAN, "--max-eval-samples", 4)
     assert code == 0, err
-    assert set(json.loads(out)[str(CLEAN)]) == {"accuracy", "f1", "f1_macro"}
+    assert set(json.loads(out)[str(CLEAN)]) == {"accuracy", "f1", "f1_macro", "matthews_correlation"}
 
 
 def test_corpus_is_small_and_complete():

@@ -95,10 +95,12 @@ def test_mrpc_f1_is_binary_positive_class_and_combined_is_mean():
     assert result["combined_score"] == pytest.approx(17 / 24)
 
 
-def test_custom_binary_reports_f1_and_macro_f1():
+def test_custom_binary_reports_f1_macro_f1_and_matthews():
+    """Own binary data reports Matthews' correlation too (by hand: TP 3, FN 1, FP 1, TN 1 -> (3 - 1) / sqrt(4 x 4 x 2
+    x 2)), so imbalanced binary data can select and tune its threshold on it (`--metric matthews_correlation`)."""
     task = custom_task(pair=True, problem_type="single_label_classification", label_names=("no", "yes"))
     result = compute_metrics(task, BIN_LOGITS, BIN_LABELS)
-    assert result == pytest.approx({"accuracy": 2 / 3, "f1": 0.75, "f1_macro": 0.625})
+    assert result == pytest.approx({"accuracy": 2 / 3, "f1": 0.75, "f1_macro": 0.625, "matthews_correlation": 0.25})
 
 
 def test_custom_multiclass_macro_f1_hand_computed():

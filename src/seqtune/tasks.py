@@ -278,7 +278,7 @@ def custom_task(
     elif problem_type == "multi_label_classification":
         metrics, selection = ("f1_micro", "f1_macro", "exact_match"), "f1_micro"
     elif label_names is not None and len(label_names) == 2:
-        metrics, selection = ("accuracy", "f1", "f1_macro"), "accuracy"
+        metrics, selection = ("accuracy", "f1", "f1_macro", "matthews_correlation"), "accuracy"
     else:
         metrics, selection = ("accuracy", "f1_macro"), "accuracy"
     return TaskSpec(
