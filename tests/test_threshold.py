@@ -131,6 +131,6 @@ def test_an_unknown_metric_is_a_clear_error_naming_the_tasks_metrics(tiny_model_
     data = write_csv(tmp_path / "two.csv", make_rows(30))
     code, _, err = run_cli(capsys, "train", "--train-file", data, "--model", tiny_model_dir, "--metric", "f2",
                            "--output", tmp_path / "run", "--quiet")  # fmt: skip
-    assert_clean_error(code, err, "--metric f2: custom reports accuracy, f1, f1_macro, matthews_correlation; choose one of them (or drop "
-                                  "--metric to select on accuracy)")  # fmt: skip
+    assert_clean_error(code, err, "--metric f2: custom reports accuracy, f1, f1_macro, matthews_correlation; choose "
+                                  "one of them (or drop --metric to select on accuracy)")  # fmt: skip
     assert not (tmp_path / "run").exists()

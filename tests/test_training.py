@@ -70,14 +70,17 @@ def test_accumulation_in_bf16_matches_within_bf16_rounding(tiny_model_dir, toy_c
     assert json.loads((big / "metrics.json").read_text())["precision"] == "bf16"
 
 
-def test_resume_matches_uninterrupted_run(tiny_dropout_model_dir, toy_csv, tmp_path):
-    """Interrupt after 5 steps, resume, and end exactly where an uninterrupted run ends (dropout on)."""
+@pytest.mark.parametrize("frozen", [False, True], ids=["embeddings-trained", "embeddings-frozen"])
+def test_resume_matches_uninterrupted_run(tiny_dropout_model_dir, toy_csv, tmp_path, frozen):
+    """Interrupt after 5 steps, resume, and end exactly where an uninterrupted run ends (dropout on); with the word
+    embeddings trained (the default: their AdamW state and reused gradient) and kept (`--freeze-embeddings`)."""
     common = (
         f"data.train_file={toy_csv}",
         "train.batch_size=8",
         "train.epochs=2",
         "train.eval_every=4",
         "train.lr=1e-3",
+        *(["train.freeze_embeddings=true"] if frozen else []),
     )
     full = train(_cfg(tiny_dropout_model_dir, tmp_path / "full", *common))
     assert full.completed
