@@ -34,6 +34,7 @@ RECIPES: dict[str, list[str]] = {
     "epochs20": ["train.epochs=20"],
     "lr3e-5": ["train.lr=3e-5"],
     "lr1.5e-4": ["train.lr=1.5e-4"],
+    "lr5e-5": ["train.lr=5e-5"],
     "mean": ["model.pooling=mean"],
     "mean-epochs10": ["model.pooling=mean", "train.epochs=10"],
     "tuned": ["train.tune_threshold=true"],
