@@ -112,19 +112,20 @@ def test_tune_threshold_on_a_multi_class_task_is_a_clear_error(tiny_model_dir, t
     assert not (tmp_path / "run").exists()
 
 
-def test_metric_chooses_what_selects_the_checkpoint_and_tunes_the_threshold(tiny_model_dir, tmp_path):
-    # imbalanced binary own data: 'pos' in a third of the rows, so accuracy and F1 disagree about what is best
+@pytest.mark.parametrize("metric", ["f1", "matthews_correlation"])
+def test_metric_chooses_what_selects_the_checkpoint_and_tunes_the_threshold(tiny_model_dir, tmp_path, metric):
+    # imbalanced binary own data: 'pos' in a third of the rows, so accuracy and F1 (or MCC) disagree about what is best
     rows = [{"text": r["text"], "label": "pos" if i % 3 == 0 else "neg"} for i, r in enumerate(make_rows(90))]
     data = write_csv(tmp_path / "rare.csv", rows)
     out = tmp_path / "run"
     train(load_config(None, [f"model.name={tiny_model_dir}", f"output={out}", "quiet=true", "model.max_length=32",
-                             f"data.train_file={data}", "train.epochs=3", "train.lr=1e-3", "train.metric=f1",
+                             f"data.train_file={data}", "train.epochs=3", "train.lr=1e-3", f"train.metric={metric}",
                              "train.tune_threshold=true"]))  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["selection_metric"] == "f1" and metrics["threshold"]["metric"] == "f1"
-    scores = [h["metrics"]["validation"]["f1"] for h in metrics["history"]]
-    assert metrics["best"]["score"] == max(scores) == metrics["best"]["metrics"]["validation"]["f1"]
-    assert load_task(out).selection_metric == "f1"
+    assert metrics["selection_metric"] == metric and metrics["threshold"]["metric"] == metric
+    scores = [h["metrics"]["validation"][metric] for h in metrics["history"]]
+    assert metrics["best"]["score"] == max(scores) == metrics["best"]["metrics"]["validation"][metric]
+    assert load_task(out).selection_metric == metric
 
 
 def test_an_unknown_metric_is_a_clear_error_naming_the_tasks_metrics(tiny_model_dir, tmp_path, capsys):
