@@ -79,6 +79,10 @@ RECIPES: dict[str, list[str]] = {
     "frozen-emb-train20k": ["train.freeze_embeddings=true", "data.max_train_samples=20000"],
     "train5k": ["data.max_train_samples=5000"],
     "frozen-emb-train5k": ["train.freeze_embeddings=true", "data.max_train_samples=5000"],
+    # intermediate-task transfer (`seqtune glue --transfer`): start from the kept model of a `seqtune glue` STS-B run,
+    # seed 42 (`glue_run.py --tasks stsb --seeds 3 --output runs/glue-stsb`, trained on STS-B's train, chosen on its
+    # dev); the regression head is replaced by the task's, and no layer is re-initialised (a fine-tuned checkpoint)
+    "from-stsb": ["model.name=runs/glue-stsb/stsb/seed-42"],
 }
 
 

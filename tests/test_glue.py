@@ -112,3 +112,54 @@ def test_glue_ensemble_makes_each_task_a_seed_ensemble_that_the_submission_predi
     assert _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--seeds", "2", "--ensemble")[0] == 0
     code, _, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--ensemble")
     assert code == 2 and "--ensemble combines the runs of --seeds N (N >= 2)" in err
+
+
+def test_transfer_starts_each_seed_from_the_same_seed_of_its_source_trained_first(
+    tiny_model_dir, two_tasks, tmp_path, capsys
+):
+    from seqtune.runfolder import load_run_config
+
+    out = tmp_path / "glue"
+    code, stdout, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--seeds", "2", "--transfer", "mrpc=rte")
+    assert code == 0, err
+    # the source trains first, whatever GLUE's order
+    assert "[1/4] rte seed 42: accuracy=" in stdout and "[3/4] mrpc seed 42: accuracy=" in stdout
+    for seed in (42, 43):
+        assert load_run_config(out / "mrpc" / f"seed-{seed}").model.name == str(out / "rte" / f"seed-{seed}")
+        assert load_run_config(out / "rte" / f"seed-{seed}").model.name == str(tiny_model_dir)
+    assert f"Fine-tuned from `{out / 'rte' / 'seed-42'}`" in (out / "mrpc" / "seed-42" / "README.md").read_text()
+    tasks = json.loads((out / RESULTS_JSON).read_text())["tasks"]
+    assert tasks["mrpc"]["transfer_from"] == "rte" and tasks["rte"]["transfer_from"] is None
+    assert "- mrpc: every seed started from the same seed's rte model (--transfer)" in (out / RESULTS_MD).read_text()
+
+
+def test_transfer_without_its_source_starts_from_the_model_and_says_why(tiny_model_dir, two_tasks, tmp_path, capsys):
+    from seqtune.runfolder import load_run_config
+
+    out = tmp_path / "glue"
+    code, stdout, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--transfer", "rte=mrpc")
+    assert code == 0, err
+    assert (f"rte seed 42: starts from {tiny_model_dir}, not from mrpc (no finished {out / 'mrpc' / 'seed-42'}; "
+            "add mrpc to --tasks)") in stdout  # fmt: skip
+    assert load_run_config(out / "rte" / "seed-42").model.name == str(tiny_model_dir)
+    assert json.loads((out / RESULTS_JSON).read_text())["tasks"]["rte"]["transfer_from"] is None
+    # the default (rte from stsb): this folder has no STS-B, so RTE starts from the model here too
+    code, stdout, _ = _glue(capsys, tiny_model_dir, two_tasks, tmp_path / "default", "--tasks", "rte")
+    assert code == 0 and "starts from" in stdout and "not from stsb" in stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("rte", "--transfer rte: 'rte' is not TARGET=SOURCE; e.g. --transfer rte=stsb (or none)"),
+        ("rte=rte", "--transfer rte=rte: rte cannot start from itself"),
+        ("rte=mrpc,mrpc=stsb", "--transfer rte=mrpc,mrpc=stsb: mrpc is the source of rte and a target itself"),
+        ("rte=foo", "unknown task 'foo'"),
+    ],
+)
+def test_a_bad_transfer_is_a_clear_error_before_any_training(
+    tiny_model_dir, two_tasks, tmp_path, capsys, value, message
+):
+    code, _, err = _glue(capsys, tiny_model_dir, two_tasks, tmp_path / "out", "--transfer", value)
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()

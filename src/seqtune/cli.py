@@ -54,6 +54,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", help="comma-separated GLUE tasks (default: all nine; those without data are skipped)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per task (seed, seed+1, ...)")
     p.add_argument("--ensemble", action="store_true", help="with --seeds N: each task predicts with all N models' mean")
+    p.add_argument(
+        "--transfer",
+        metavar="TARGET=SOURCE,...",
+        help="start each seed of TARGET from the same seed's SOURCE model, trained first (default: rte=stsb; "
+        "none: every task from --model)",
+    )
     p = sub.add_parser("search", help="hyperparameter search, then retrain the best configuration")
     _run_args(p)
     p.add_argument("--trials", type=int, default=20, help="number of trials in the study")
@@ -255,17 +261,19 @@ def _push(run_dir: str | os.PathLike, repo_id: str, private: bool = False, revis
 
 def _run_glue(ns: argparse.Namespace) -> int:
     from seqtune.config import load_config
-    from seqtune.glue import run_glue
+    from seqtune.glue import parse_transfer, run_glue
 
     task, overrides = train_overrides(ns)
     if task is not None:
         raise SeqtuneError(f"glue: unexpected task '{task}'; pick tasks with --tasks {task}")
+    transfer = parse_transfer(ns.transfer)
     tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
     # validated as a run of the first task; run_glue sets each task in turn
     cfg = load_config(ns.config, [f"task={(tasks or ['mrpc'])[0]}", *overrides])
     if cfg.data.data_dir is None:
         raise SeqtuneError("glue needs --data-dir DIR: a folder with <TASK>/train.tsv, dev.tsv, test.tsv")
-    run_glue(cfg, cfg.data.data_dir, tasks, ns.seeds, cfg.output or "runs/glue", ensemble=ns.ensemble)
+    output = cfg.output or "runs/glue"
+    run_glue(cfg, cfg.data.data_dir, tasks, ns.seeds, output, ensemble=ns.ensemble, transfer=transfer)
     return 0
 
 

@@ -5,6 +5,10 @@ interrupted ones from their last checkpoint, and restarts runs killed before the
 command can simply be run again after a preemption. At the end (and after every task) ``results.json`` /
 ``results.md`` hold, per task, the official metrics as mean +- std over seeds, training time and tokens/s, and
 ``submission/`` + ``submission.zip`` the test predictions under the file names the GLUE leaderboard expects.
+
+Intermediate-task transfer (``--transfer``, on by default for RTE): a task's seed-N run can start from the kept model
+of another task's seed-N run in the same folder instead of from the pretrained checkpoint, as leaderboard entries
+start RTE, MRPC and STS-B from an MNLI model. The source task trains first; its head is replaced by the target's.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from seqtune.tasks import GLUE_TASKS, get_task
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 SUBMISSION = "submission"
 DIAGNOSTIC = ("diagnostic", "diagnostic.tsv")  # GLUE's AX set: predicted with the MNLI model
+# --transfer's default: target task <- source task. RTE from STS-B: carved validation, seeds 42-44, against the same
+# day's defaults: 0.643 against 0.608 (docs/glue.md "Starting RTE from STS-B").
+DEFAULT_TRANSFER = {"rte": "stsb"}
 
 
 @dataclass
@@ -56,6 +63,57 @@ def available(data_dir: Path, names: list[str]) -> tuple[list[str], dict[str, st
         else:
             ready.append(name)
     return ready, skipped
+
+
+def parse_transfer(text: str | None) -> dict[str, str]:
+    """``--transfer``: ``TARGET=SOURCE`` pairs (``rte=stsb,mrpc=stsb``), ``none`` for none, or ``None`` for
+    `DEFAULT_TRANSFER`. One hop: a source task is not itself a target.
+
+    Example:
+        >>> parse_transfer("RTE=stsb, mrpc=stsb"), parse_transfer("none"), parse_transfer(None)
+        ({'rte': 'stsb', 'mrpc': 'stsb'}, {}, {'rte': 'stsb'})
+    """
+    if text is None:
+        return dict(DEFAULT_TRANSFER)
+    if text.strip().lower() == "none":
+        return {}
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        target, sep, source = item.partition("=")
+        if not sep or not target.strip() or not source.strip():
+            raise SeqtuneError(f"--transfer {text}: '{item}' is not TARGET=SOURCE; e.g. --transfer rte=stsb (or none)")
+        target, source = get_task(target.strip()).name, get_task(source.strip()).name
+        if target == source:
+            raise SeqtuneError(f"--transfer {text}: {target} cannot start from itself")
+        pairs[target] = source
+    for target, source in pairs.items():
+        if source in pairs:
+            raise SeqtuneError(
+                f"--transfer {text}: {source} is the source of {target} and a target itself; give one hop only"
+            )
+    return pairs
+
+
+def _ordered(ready: list[str], transfer: dict[str, str]) -> list[str]:
+    """``ready`` in GLUE order, except that a source task moves just before the first task that starts from it."""
+    order: list[str] = []
+    for name in ready:
+        source = transfer.get(name)
+        if source in ready and source not in order:
+            order.append(source)
+        if name not in order:
+            order.append(name)
+    return order
+
+
+def _start_model(base: RunConfig, out: Path, name: str, seed: int, transfer: dict[str, str]) -> str:
+    """What a task's seed run starts from: the model its folder already started from (a resumed run keeps its
+    settings), else the same seed's finished run of its `--transfer` source, else the base model."""
+    run_dir = out / name / f"seed-{seed}"
+    if (run_dir / runfolder.CONFIG_FILE).is_file():
+        return runfolder.load_run_config(run_dir).model.name
+    source = out / transfer[name] / f"seed-{seed}" if name in transfer else None
+    return str(source) if source is not None and _finished(source) else base.model.name
 
 
 def _finished(run_dir: Path) -> bool:
@@ -138,6 +196,8 @@ def write_results(out: Path, result: GlueResult) -> None:
                     f"{s['tokens_per_second']:,.0f} | {s['precision']} |"
                 )
     lines += ["", *(f"- {name}: skipped ({why})" for name, why in result.skipped.items())]
+    lines += [f"- {name}: every seed started from the same seed's {s['transfer_from']} model (--transfer)"
+              for name, s in result.tasks.items() if s.get("transfer_from")]  # fmt: skip
     warnings = [f"- {name}: {w}" for name, s in result.tasks.items() for w in s["warnings"]]
     if warnings:
         lines += ["", "Warnings:", *warnings]
@@ -175,9 +235,13 @@ def run_glue(
     seeds: int = 1,
     output: str | Path = "glue",
     ensemble: bool = False,
+    transfer: dict[str, str] | None = None,
 ) -> GlueResult:
     """Train every GLUE task with data in ``data_dir`` (or the ``tasks`` named) over ``seeds`` seeds; ``ensemble``
     (two or more seeds): each task's folder becomes a seed ensemble, which the submission predicts with.
+    ``transfer`` (target -> source task, `parse_transfer`; ``None``: `DEFAULT_TRANSFER`): a target's seed-N run
+    starts from the source's seed-N run, trained first when the source is among the tasks (else when a finished one
+    is in ``output``; without one the target starts from the base model, and a line says so).
 
     Example:
         >>> run_glue(RunConfig(), "../shared/glue", ["rte", "mrpc"], seeds=3, output="runs/glue")  # doctest: +SKIP
@@ -190,6 +254,7 @@ def run_glue(
     if ensemble and seeds < 2:
         raise SeqtuneError("--ensemble combines the runs of --seeds N (N >= 2); add e.g. --seeds 3")
     names = [get_task(t).name for t in tasks] if tasks else list(GLUE_TASKS)
+    transfer = dict(DEFAULT_TRANSFER) if transfer is None else transfer
     ready, skipped = available(data_dir, names)
     reporter = Reporter(base.quiet)
     for name, why in skipped.items():
@@ -198,6 +263,7 @@ def run_glue(
         raise SeqtuneError(f"{data_dir}: none of {', '.join(names)} has train and dev files; check --data-dir")
     out.mkdir(parents=True, exist_ok=True)
     result = GlueResult(out, skipped=skipped)
+    ready = _ordered(ready, transfer)
     jobs = [(name, base.seed + i) for name in ready for i in range(seeds)]
     # ETA: seconds per unit of work so far (train file bytes x epochs: text length and passes), times what is left
     sizes = {name: _train_work(base, data_dir, name) for name in ready}
@@ -208,8 +274,13 @@ def run_glue(
         if not _finished(run_dir):
             started = time.perf_counter()
             tune = base.train.tune_threshold and get_task(name).has_threshold  # thresholds: binary tasks only
+            start = _start_model(base, out, name, seed, transfer)
+            if name in transfer and start == base.model.name:
+                source = transfer[name]
+                reporter.summary(f"{name} seed {seed}: starts from {start}, not from {source} (no finished "
+                                 f"{out / source / f'seed-{seed}'}; add {source} to --tasks)")  # fmt: skip
             cfg = base.with_overrides({"task": name, "seed": seed, "data.data_dir": str(data_dir), "quiet": True,
-                                       "train.tune_threshold": tune})  # fmt: skip
+                                       "train.tune_threshold": tune, "model.name": start})  # fmt: skip
             _train_one(cfg, run_dir)
             spent, work_done = spent + time.perf_counter() - started, work_done + work
         left = sum(sizes[t] for t, s in jobs[n:] if not _finished(out / t / f"seed-{s}"))
@@ -220,6 +291,9 @@ def run_glue(
         if all(_finished(out / name / f"seed-{s}") for t, s in jobs if t == name):
             runs = [out / name / f"seed-{s}" for t, s in jobs if t == name]
             result.tasks[name] = _summary(name, runs)
+            sources = [str(out / transfer[name] / r.name) for r in runs] if name in transfer else None
+            starts = [runfolder.load_run_config(r).model.name for r in runs]
+            result.tasks[name]["transfer_from"] = transfer[name] if starts == sources else None
             if ensemble:
                 result.tasks[name]["ensemble"] = _ensemble(out / name, runs)
             write_results(out, result)
