@@ -123,7 +123,7 @@ def test_transfer_starts_each_seed_from_the_same_seed_of_its_source_trained_firs
     code, stdout, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--seeds", "2", "--transfer", "mrpc=rte")
     assert code == 0, err
     # the source trains first, whatever GLUE's order
-    assert "[1/4] rte seed 42: accuracy=" in stdout and "[3/4] mrpc seed 42: accuracy=" in stdout
+    assert "[1/4] rte seed 42: accuracy=" in stdout and "[3/4] mrpc seed 42 (from rte): accuracy=" in stdout
     for seed in (42, 43):
         assert load_run_config(out / "mrpc" / f"seed-{seed}").model.name == str(out / "rte" / f"seed-{seed}")
         assert load_run_config(out / "rte" / f"seed-{seed}").model.name == str(tiny_model_dir)
@@ -139,6 +139,7 @@ def test_transfer_without_its_source_starts_from_the_model_and_says_why(tiny_mod
     out = tmp_path / "glue"
     code, stdout, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--tasks", "rte", "--transfer", "rte=mrpc")
     assert code == 0, err
+    assert "[1/1] rte seed 42: accuracy=" in stdout
     assert (f"rte seed 42: starts from {tiny_model_dir}, not from mrpc (no finished {out / 'mrpc' / 'seed-42'}; "
             "add mrpc to --tasks)") in stdout  # fmt: skip
     assert load_run_config(out / "rte" / "seed-42").model.name == str(tiny_model_dir)

@@ -116,6 +116,13 @@ def _start_model(base: RunConfig, out: Path, name: str, seed: int, transfer: dic
     return str(source) if source is not None and _finished(source) else base.model.name
 
 
+def _transferred(out: Path, run_dir: Path, transfer: dict[str, str]) -> bool:
+    """Whether the run in ``run_dir`` (``<out>/<task>/seed-<N>``) started from its `--transfer` source's seed-N run."""
+    task = run_dir.parent.name
+    source = str(out / transfer[task] / run_dir.name) if task in transfer else None
+    return source is not None and runfolder.load_run_config(run_dir).model.name == source
+
+
 def _finished(run_dir: Path) -> bool:
     return (run_dir / runfolder.TASK_FILE).is_file()
 
@@ -287,13 +294,13 @@ def run_glue(
         eta = f", about {left * spent / work_done / 60:.0f} min left" if work_done and left else ""
         scores = read_run_metrics(run_dir).best_scores(get_task(name).eval_splits[0])
         shown = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
-        reporter.summary(f"[{n}/{len(jobs)}] {name} seed {seed}: {shown or 'no usable score'}{eta}")
+        origin = f" (from {transfer[name]})" if _transferred(out, run_dir, transfer) else ""
+        reporter.summary(f"[{n}/{len(jobs)}] {name} seed {seed}{origin}: {shown or 'no usable score'}{eta}")
         if all(_finished(out / name / f"seed-{s}") for t, s in jobs if t == name):
             runs = [out / name / f"seed-{s}" for t, s in jobs if t == name]
             result.tasks[name] = _summary(name, runs)
-            sources = [str(out / transfer[name] / r.name) for r in runs] if name in transfer else None
-            starts = [runfolder.load_run_config(r).model.name for r in runs]
-            result.tasks[name]["transfer_from"] = transfer[name] if starts == sources else None
+            every = all(_transferred(out, r, transfer) for r in runs)
+            result.tasks[name]["transfer_from"] = transfer[name] if every else None
             if ensemble:
                 result.tasks[name]["ensemble"] = _ensemble(out / name, runs)
             write_results(out, result)
