@@ -45,3 +45,20 @@ def test_the_packaged_model_is_named_with_its_hub_id_and_licence():
     meta = card_metadata("run", own, GLUE_TASKS["rte"], {})
     assert meta["base_model"] == "bert-base-uncased" and "license" not in meta and "datasets" not in meta
     assert "model-index" not in meta  # no scores, no results block
+
+
+def test_a_run_started_from_another_run_names_the_pretrained_model_at_the_root(tmp_path):
+    from seqtune.config import RunConfig
+    from seqtune.model_card import card_metadata
+    from seqtune.tasks import GLUE_TASKS
+
+    stsb = RunConfig(task="stsb")  # trained from the packaged MiniLM
+    (tmp_path / "stsb").mkdir()
+    stsb.save(tmp_path / "stsb" / "config.yaml")
+    rte = RunConfig(task="rte")
+    rte.model.name = str(tmp_path / "stsb")  # seqtune glue --transfer rte=stsb
+    meta = card_metadata("run", rte, GLUE_TASKS["rte"], {})
+    assert (meta["base_model"], meta["license"]) == ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")
+    plain = RunConfig(task="rte")
+    plain.model.name = str(tmp_path)  # a local model folder that is not a run: nothing guessed
+    assert "base_model" not in card_metadata("run", plain, GLUE_TASKS["rte"], {})

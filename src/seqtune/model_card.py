@@ -11,7 +11,7 @@ import yaml
 
 from seqtune.config import RunConfig
 from seqtune.run_metrics import RunMetrics, SeedsMetrics
-from seqtune.runfolder import MODEL_CARD
+from seqtune.runfolder import CONFIG_FILE, MODEL_CARD, load_run_config
 from seqtune.tasks import TaskSpec
 
 
@@ -157,16 +157,28 @@ PACKAGED = {"minilm": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
             "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")}  # fmt: skip
 
 
+def _pretrained_root(cfg: RunConfig) -> RunConfig:
+    """The config of the run that started from a pretrained model: a run that started from another seqtune run's
+    folder (``seqtune glue --transfer``, or ``--model runs/...``) inherits that run's base model and licence."""
+    for _ in range(8):  # a chain of runs, never a loop
+        folder = Path(cfg.model.name).expanduser()
+        if not (folder / CONFIG_FILE).is_file():
+            break
+        cfg = load_run_config(folder)
+    return cfg
+
+
 def card_metadata(name: str, cfg: RunConfig, task: TaskSpec, scores: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The card's YAML header, as the Hub reads it: library, pipeline, tags, the base model and its licence when
     known, the GLUE dataset and language for GLUE tasks, and a ``model-index`` holding every dev metric (so the
     Hub shows the evaluation results). Nothing is guessed: own data leaves ``datasets`` and ``language`` out."""
     tags = ["seqtune", "text-classification", task.problem_type.replace("_", "-")]
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification", "tags": tags}
-    base, licence = PACKAGED.get(cfg.model.name.lower(), (None, None))
-    local = cfg.model.name.startswith((".", "/", "~")) or Path(cfg.model.name).expanduser().exists()
-    if base is None and not local and not cfg.model.from_scratch:
-        base = cfg.model.name  # a hub id
+    root = _pretrained_root(cfg)
+    base, licence = PACKAGED.get(root.model.name.lower(), (None, None))
+    local = root.model.name.startswith((".", "/", "~")) or Path(root.model.name).expanduser().exists()
+    if base is None and not local and not root.model.from_scratch:
+        base = root.model.name  # a hub id
     if base:
         meta["base_model"] = base
     if licence:
