@@ -83,6 +83,9 @@ RECIPES: dict[str, list[str]] = {
     # seed 42 (`glue_run.py --tasks stsb --seeds 3 --output runs/glue-stsb`, trained on STS-B's train, chosen on its
     # dev); the regression head is replaced by the task's, and no layer is re-initialised (a fine-tuned checkpoint)
     "from-stsb": ["model.name=runs/glue-stsb/stsb/seed-42"],
+    # the same from MRPC's seed-42 run (`glue_run.py --tasks mrpc --seeds 3 --output runs/glue-mrpc`): RTE's other
+    # candidate source among the tasks this copy holds
+    "from-mrpc": ["model.name=runs/glue-mrpc/mrpc/seed-42"],
 }
 
 
