@@ -164,3 +164,14 @@ def test_a_bad_transfer_is_a_clear_error_before_any_training(
     code, _, err = _glue(capsys, tiny_model_dir, two_tasks, tmp_path / "out", "--transfer", value)
     assert code == 2 and err.count("\n") == 1 and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_transferred_run_loads_its_source_weights_under_from_scratch(tiny_model_dir, two_tasks, tmp_path, capsys):
+    from seqtune.runfolder import load_run_config
+
+    out = tmp_path / "glue"
+    code, _, err = _glue(capsys, tiny_model_dir, two_tasks, out, "--from-scratch", "--transfer", "mrpc=rte")
+    assert code == 0, err
+    rte, mrpc = load_run_config(out / "rte" / "seed-42"), load_run_config(out / "mrpc" / "seed-42")
+    assert rte.model.from_scratch and rte.model.name == str(tiny_model_dir)  # the source: random weights
+    assert not mrpc.model.from_scratch and mrpc.model.name == str(out / "rte" / "seed-42")  # then the source's

@@ -281,13 +281,17 @@ def run_glue(
         if not _finished(run_dir):
             started = time.perf_counter()
             tune = base.train.tune_threshold and get_task(name).has_threshold  # thresholds: binary tasks only
+            fresh = not (run_dir / runfolder.CONFIG_FILE).is_file()
             start = _start_model(base, out, name, seed, transfer)
-            if name in transfer and start == base.model.name:
+            if name in transfer and start == base.model.name and fresh:
                 source = transfer[name]
                 reporter.summary(f"{name} seed {seed}: starts from {start}, not from {source} (no finished "
                                  f"{out / source / f'seed-{seed}'}; add {source} to --tasks)")  # fmt: skip
+            # a run started from its source loads the source's weights, also under --from-scratch (the source's own)
+            scratch = base.model.from_scratch and start == base.model.name
             cfg = base.with_overrides({"task": name, "seed": seed, "data.data_dir": str(data_dir), "quiet": True,
-                                       "train.tune_threshold": tune, "model.name": start})  # fmt: skip
+                                       "train.tune_threshold": tune, "model.name": start,
+                                       "model.from_scratch": scratch})  # fmt: skip
             _train_one(cfg, run_dir)
             spent, work_done = spent + time.perf_counter() - started, work_done + work
         left = sum(sizes[t] for t, s in jobs[n:] if not _finished(out / t / f"seed-{s}"))
