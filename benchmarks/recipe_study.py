@@ -86,6 +86,9 @@ RECIPES: dict[str, list[str]] = {
     # the same from MRPC's seed-42 run (`glue_run.py --tasks mrpc --seeds 3 --output runs/glue-mrpc`): RTE's other
     # candidate source among the tasks this copy holds
     "from-mrpc": ["model.name=runs/glue-mrpc/mrpc/seed-42"],
+    # CoLA from a single-sentence source: SST-2's seed-42 run (`glue_run.py --tasks sst2 --seeds 3 --output
+    # runs/glue-sst2`)
+    "from-sst2": ["model.name=runs/glue-sst2/sst2/seed-42"],
 }
 
 
