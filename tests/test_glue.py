@@ -144,6 +144,12 @@ def test_transfer_without_its_source_starts_from_the_model_and_says_why(tiny_mod
             "add mrpc to --tasks)") in stdout  # fmt: skip
     assert load_run_config(out / "rte" / "seed-42").model.name == str(tiny_model_dir)
     assert json.loads((out / RESULTS_JSON).read_text())["tasks"]["rte"]["transfer_from"] is None
+    # a source finished by an earlier command into the same folder is used
+    later = tmp_path / "later"
+    assert _glue(capsys, tiny_model_dir, two_tasks, later, "--tasks", "mrpc")[0] == 0
+    code, stdout, _ = _glue(capsys, tiny_model_dir, two_tasks, later, "--tasks", "rte", "--transfer", "rte=mrpc")
+    assert code == 0 and "[1/1] rte seed 42 (from mrpc): accuracy=" in stdout
+    assert load_run_config(later / "rte" / "seed-42").model.name == str(later / "mrpc" / "seed-42")
     # the default (rte from stsb): this folder has no STS-B, so RTE starts from the model here too
     code, stdout, _ = _glue(capsys, tiny_model_dir, two_tasks, tmp_path / "default", "--tasks", "rte")
     assert code == 0 and "starts from" in stdout and "not from stsb" in stdout
