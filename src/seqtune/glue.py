@@ -106,21 +106,25 @@ def _ordered(ready: list[str], transfer: dict[str, str]) -> list[str]:
     return order
 
 
-def _start_model(base: RunConfig, out: Path, name: str, seed: int, transfer: dict[str, str]) -> str:
+def _source_run(run_dir: Path, transfer: dict[str, str]) -> Path | None:
+    """The run ``run_dir`` (``<out>/<task>/seed-<N>``) starts from under `--transfer`: ``<out>/<source>/seed-<N>``."""
+    task = run_dir.parent.name
+    return run_dir.parent.parent / transfer[task] / run_dir.name if task in transfer else None
+
+
+def _start_model(base: RunConfig, run_dir: Path, transfer: dict[str, str]) -> str:
     """What a task's seed run starts from: the model its folder already started from (a resumed run keeps its
     settings), else the same seed's finished run of its `--transfer` source, else the base model."""
-    run_dir = out / name / f"seed-{seed}"
     if (run_dir / runfolder.CONFIG_FILE).is_file():
         return runfolder.load_run_config(run_dir).model.name
-    source = out / transfer[name] / f"seed-{seed}" if name in transfer else None
+    source = _source_run(run_dir, transfer)
     return str(source) if source is not None and _finished(source) else base.model.name
 
 
-def _transferred(out: Path, run_dir: Path, transfer: dict[str, str]) -> bool:
-    """Whether the run in ``run_dir`` (``<out>/<task>/seed-<N>``) started from its `--transfer` source's seed-N run."""
-    task = run_dir.parent.name
-    source = str(out / transfer[task] / run_dir.name) if task in transfer else None
-    return source is not None and runfolder.load_run_config(run_dir).model.name == source
+def _transferred(run_dir: Path, transfer: dict[str, str]) -> bool:
+    """Whether the run in ``run_dir`` started from its `--transfer` source's run of the same seed."""
+    source = _source_run(run_dir, transfer)
+    return source is not None and runfolder.load_run_config(run_dir).model.name == str(source)
 
 
 def _finished(run_dir: Path) -> bool:
@@ -282,11 +286,10 @@ def run_glue(
             started = time.perf_counter()
             tune = base.train.tune_threshold and get_task(name).has_threshold  # thresholds: binary tasks only
             fresh = not (run_dir / runfolder.CONFIG_FILE).is_file()
-            start = _start_model(base, out, name, seed, transfer)
-            if name in transfer and start == base.model.name and fresh:
-                source = transfer[name]
-                reporter.summary(f"{name} seed {seed}: starts from {start}, not from {source} (no finished "
-                                 f"{out / source / f'seed-{seed}'}; add {source} to --tasks)")  # fmt: skip
+            start, source = _start_model(base, run_dir, transfer), _source_run(run_dir, transfer)
+            if source is not None and start == base.model.name and fresh:
+                reporter.summary(f"{name} seed {seed}: starts from {start}, not from {transfer[name]} (no finished "
+                                 f"{source}; add {transfer[name]} to --tasks)")  # fmt: skip
             # a run started from its source loads the source's weights, also under --from-scratch (the source's own)
             scratch = base.model.from_scratch and start == base.model.name
             cfg = base.with_overrides({"task": name, "seed": seed, "data.data_dir": str(data_dir), "quiet": True,
@@ -298,12 +301,12 @@ def run_glue(
         eta = f", about {left * spent / work_done / 60:.0f} min left" if work_done and left else ""
         scores = read_run_metrics(run_dir).best_scores(get_task(name).eval_splits[0])
         shown = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
-        origin = f" (from {transfer[name]})" if _transferred(out, run_dir, transfer) else ""
+        origin = f" (from {transfer[name]})" if _transferred(run_dir, transfer) else ""
         reporter.summary(f"[{n}/{len(jobs)}] {name} seed {seed}{origin}: {shown or 'no usable score'}{eta}")
         if all(_finished(out / name / f"seed-{s}") for t, s in jobs if t == name):
             runs = [out / name / f"seed-{s}" for t, s in jobs if t == name]
             result.tasks[name] = _summary(name, runs)
-            every = all(_transferred(out, r, transfer) for r in runs)
+            every = all(_transferred(r, transfer) for r in runs)
             result.tasks[name]["transfer_from"] = transfer[name] if every else None
             if ensemble:
                 result.tasks[name]["ensemble"] = _ensemble(out / name, runs)
