@@ -269,7 +269,7 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
                 sampler=optuna.samplers.TPESampler(seed=seed),
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
