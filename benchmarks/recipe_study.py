@@ -89,6 +89,9 @@ RECIPES: dict[str, list[str]] = {
     # CoLA from a single-sentence source: SST-2's seed-42 run (`glue_run.py --tasks sst2 --seeds 3 --output
     # runs/glue-sst2`)
     "from-sst2": ["model.name=runs/glue-sst2/sst2/seed-42"],
+    # each pair read in one of its two orders per epoch (`data.swap_pairs`; MRPC and STS-B are symmetric): on and off
+    "swap": ["data.swap_pairs=true"],
+    "no-swap": ["data.swap_pairs=false"],
 }
 
 

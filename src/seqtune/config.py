@@ -113,6 +113,10 @@ class DataConfig:
     split_seed: int | None = None
     """Seed of those held-out splits; ``None``: the run's ``seed``. ``--seeds N`` fixes it to the first seed, so every
     seed (and an ensemble of them) is scored on the same rows and trained on the others."""
+    swap_pairs: bool | None = _flag("--swap-pairs", None, {"--no-swap-pairs": False})
+    """Train on each sentence pair in both orders (one drawn per example and epoch; no extra steps), for pair tasks
+    whose label does not depend on the order. ``None`` (auto): on for MRPC and QQP, off for other tasks and own data
+    (`seqtune.pair_order`)."""
     max_train_samples: int | None = _flag("--max-train-samples", None)
     """Use only the first N training rows (quick experiments, tests)."""
     train_shard: float | None = None
@@ -290,6 +294,10 @@ class RunConfig:
         if isinstance(reinit, int) and isinstance(trained_top, int) and reinit > trained_top > 0:
             problems.append(f"--reinit-layers {reinit} with --train-layers {trained_top} would leave fresh layers "
                             f"frozen at random weights; use --reinit-layers {trained_top} or fewer")  # fmt: skip
+        if self.data.swap_pairs and self.train.train_layers:
+            problems.append("--swap-pairs with --train-layers: the cache holds each pair in one order; drop one")
+        if self.data.swap_pairs and self.data.long_inputs == "windows":
+            problems.append("--swap-pairs with --long-inputs windows: windows follow one order; drop one")
         return problems
 
     def check(self) -> RunConfig:

@@ -42,6 +42,7 @@ from seqtune.modeling import (
     resolve_model,
     target_scale,
 )
+from seqtune.pair_order import SWAPPED, swap_pairs, with_swapped
 from seqtune.param_groups import param_groups, reinit_top_layers
 from seqtune.precision import resolve_precision
 from seqtune.progress import Reporter
@@ -119,7 +120,13 @@ def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
         )
     if cfg.data.train_shard is not None and cfg.data.train_shard < 1:
         raw["train"] = raw["train"].select(shard_rows(len(raw["train"]), cfg.data.train_shard))
-    return task, select_samples(raw, task, cfg.data.max_train_samples, cfg.data.max_eval_samples)
+    raw = select_samples(raw, task, cfg.data.max_train_samples, cfg.data.max_eval_samples)
+    if swap_pairs(cfg, task):
+        if not task.is_pair:
+            raise SeqtuneError(f"--swap-pairs: {task.name} has one text per example, and swapping needs a pair "
+                               "(--text-pair-column); drop --swap-pairs")  # fmt: skip
+        raw = with_swapped(raw, task)
+    return task, raw
 
 
 def setup_encoded(
@@ -379,9 +386,10 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         total_steps=total_steps,
         tracker=Tracker(run_dir, t.report_to, enabled=world.is_main, cfg=cfg),
     )
+    both = " (each pair in both orders)" if SWAPPED in encoded else ""
     shape = f" ({t.batch_size} per process x {world.size} processes x {t.grad_accum} accumulation)"
     reporter.info(
-        f"{task.name}: {len(train_ds)} train examples, {total_steps} steps of {step_size} ({epochs:g} epochs)"
+        f"{task.name}: {len(train_ds)} train examples{both}, {total_steps} steps of {step_size} ({epochs:g} epochs)"
         f"{shape if world.size > 1 else ''}, lr {lr:g}, {device.type} {ctx.precision}, max_length {max_length} "
         f"-> {run_dir}"
     )

@@ -45,6 +45,8 @@ class TaskSpec:
         hub_config: the ``nyu-mll/glue`` config name, ``None`` for own data.
         glue_files: split -> file layout in a local GLUE folder.
         submission_names: split -> GLUE leaderboard file stem (``MRPC`` -> ``MRPC.tsv``).
+        swap_pairs: a paraphrase task whose label does not depend on the order of its two texts: training reads
+            each pair in both orders unless told otherwise (`seqtune.pair_order`; measured on MRPC).
     """
 
     name: str
@@ -63,6 +65,7 @@ class TaskSpec:
     # Decision threshold on the positive class's probability (binary) or each label's (multi-label); None = 0.5
     # (argmax for binary). Set by `train.tune_threshold` and applied wherever logits become labels.
     threshold: float | None = None
+    swap_pairs: bool = False
 
     @property
     def is_pair(self) -> bool:
@@ -153,6 +156,7 @@ GLUE_TASKS: dict[str, TaskSpec] = {
             "test": GlueFile("test.tsv", ("#1 String", "#2 String")),
         },
         submission_names={"test": "MRPC"},
+        swap_pairs=True,
     ),
     "stsb": TaskSpec(
         name="stsb",
@@ -182,6 +186,7 @@ GLUE_TASKS: dict[str, TaskSpec] = {
             "test": GlueFile("test.tsv", ("question1", "question2")),
         },
         submission_names={"test": "QQP"},
+        swap_pairs=True,
     ),
     "mnli": TaskSpec(
         name="mnli",

@@ -16,7 +16,7 @@ import torch
 
 from seqtune import checkpoint as ckpt
 from seqtune import runfolder
-from seqtune.batching import column, length_grouped_order, random_order, take_rows
+from seqtune.batching import column, length_grouped_order, random_order
 from seqtune.clipping import clip_gradients
 from seqtune.config import RunConfig
 from seqtune.distributed import step_share
@@ -26,6 +26,7 @@ from seqtune.long_inputs import per_document
 from seqtune.losses import loss_sum
 from seqtune.metrics import compute_metrics, is_better, tune_threshold
 from seqtune.outcome import TrainResult, finish, finished_result, result
+from seqtune.pair_order import SWAPPED, draw_orders, rows_of
 from seqtune.precision import autocast
 from seqtune.progress import Reporter
 from seqtune.setup_steps import AlreadyFinished, RunContext, setup, setup_data, setup_optimizer
@@ -114,8 +115,12 @@ def epoch_order(ctx: RunContext, epoch: int) -> list[list[int]]:
     sees exactly the batches an uninterrupted one would."""
     train_ds, seed = ctx.encoded["train"], ctx.cfg.seed
     if ctx.cfg.train.group_by_length:
-        return length_grouped_order(column(train_ds, "length"), ctx.step_size, seed, epoch)
-    return random_order(len(train_ds), ctx.step_size, seed, epoch)
+        order = length_grouped_order(column(train_ds, "length"), ctx.step_size, seed, epoch)
+    else:
+        order = random_order(len(train_ds), ctx.step_size, seed, epoch)
+    if SWAPPED in ctx.encoded:  # --swap-pairs: each example in one of its two orders (seqtune.pair_order)
+        order = draw_orders(order, len(train_ds), seed, epoch)
+    return order
 
 
 def optimizer_step(
@@ -162,7 +167,7 @@ def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
     starts = range(0, len(idxs), t.batch_size)
     for start in starts:
         rows = idxs[start : start + t.batch_size]
-        batch = ctx.collator(take_rows(ctx.encoded["train"], rows))
+        batch = ctx.collator(rows_of(ctx.encoded["train"], ctx.encoded.get(SWAPPED), rows))
         if weight:  # counted on the host copy: no extra device sync
             tokens += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
