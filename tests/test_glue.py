@@ -133,6 +133,18 @@ def test_transfer_starts_each_seed_from_the_same_seed_of_its_source_trained_firs
     assert "- mrpc: every seed started from the same seed's rte model (--transfer)" in (out / RESULTS_MD).read_text()
 
 
+def test_a_transferred_run_of_the_packaged_model_names_it_in_its_card(two_tasks, tmp_path, capsys):
+    """The path users take: `seqtune glue` from the packaged MiniLM (the default `--model`), RTE started from MRPC's
+    run; the RTE run's card names the pretrained model and its licence, not the intermediate run folder."""
+    out = tmp_path / "runs"
+    code, _, err = _glue(capsys, Path("minilm"), two_tasks, out, "--transfer", "rte=mrpc", "--max-train-samples", "16")
+    assert code == 0, err
+    card = (out / "rte" / "seed-42" / "README.md").read_text()
+    front = card.split("---")[1]
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in front and "license: apache-2.0" in front
+    assert f"Fine-tuned from `{out / 'mrpc' / 'seed-42'}`" in card
+
+
 def test_transfer_without_its_source_starts_from_the_model_and_says_why(tiny_model_dir, two_tasks, tmp_path, capsys):
     from seqtune.runfolder import load_run_config
 
