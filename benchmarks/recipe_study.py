@@ -92,6 +92,9 @@ RECIPES: dict[str, list[str]] = {
     # each pair read in one of its two orders per epoch (`data.swap_pairs`; MRPC and STS-B are symmetric): on and off
     "swap": ["data.swap_pairs=true"],
     "no-swap": ["data.swap_pairs=false"],
+    # label smoothing (`train.label_smoothing`), and its control run beside it (the defaults, smoothing off)
+    "ls0.1": ["train.label_smoothing=0.1"],
+    "no-ls": ["train.label_smoothing=0.0"],
 }
 
 

@@ -187,6 +187,10 @@ class TrainConfig:
     per training example and cached, so steps run only the top K layers (`seqtune.frozen`). ``None``: all train."""
     freeze_embeddings: bool = _flag("--freeze-embeddings", False)
     """Keep the word-embedding matrix fixed: no gradient or optimizer update for its vocab x hidden weights."""
+    label_smoothing: float = _flag("--label-smoothing", 0.0)
+    """Classification: train towards targets with this share of the probability spread evenly over the classes
+    (single-label: `torch.nn.functional.cross_entropy`'s ``label_smoothing``; multi-label: each label's 0/1 target
+    moved this share towards 1/2). ``0``: off."""
     class_weights: bool = _flag("--class-weights", False)
     """Weight the loss by inverse class frequency (single-label classification)."""
     tune_threshold: bool | None = _flag("--tune-threshold", None)
@@ -230,6 +234,7 @@ class TrainConfig:
             "warmup_ratio": (self.warmup_ratio, lambda v: 0 <= v < 1, "a number in [0, 1)"),
             "layer_decay": (self.layer_decay, lambda v: 0 < v <= 1, "a factor in (0, 1]"),
             "ema": (self.ema, lambda v: 0 <= v < 1, "a decay in [0, 1) or null (off)"),
+            "label_smoothing": (self.label_smoothing, lambda v: 0 <= v < 1, "a share in [0, 1)"),
         }
         for key, (value, ok, expected) in checks.items():
             if isinstance(value, float) and not ok(value):

@@ -118,6 +118,9 @@ def setup_data(cfg: RunConfig) -> tuple[TaskSpec, DatasetDict]:
             f"--tune-threshold: {task.name} is {kind}, and a decision threshold applies to binary and multi-label "
             "tasks only; drop --tune-threshold"
         )
+    if cfg.train.label_smoothing and task.is_regression:
+        raise SeqtuneError(f"--label-smoothing: {task.name} is regression, and smoothing applies to class labels "
+                           "only; drop --label-smoothing")  # fmt: skip
     if cfg.data.train_shard is not None and cfg.data.train_shard < 1:
         raw["train"] = raw["train"].select(shard_rows(len(raw["train"]), cfg.data.train_shard))
     raw = select_samples(raw, task, cfg.data.max_train_samples, cfg.data.max_eval_samples)

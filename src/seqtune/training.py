@@ -184,7 +184,7 @@ def train_step(ctx: RunContext, idxs: list[int], weight: float) -> list[float]:
                     logits = ctx.model(**batch).logits
                 else:  # --train-layers: the top layers on the frozen bottom's cached output
                     logits = ctx.features.logits(ctx.model, ctx.unwrapped, rows, batch)
-            loss = loss_sum(ctx.task, logits, labels, ctx.loss_weights) * weight
+            loss = loss_sum(ctx.task, logits, labels, ctx.loss_weights, t.label_smoothing) * weight
             accelerator.backward(loss)
         loss_total += loss.item()  # a sync point, once per micro-batch: cheap next to the backward pass
     if t.max_grad_norm:  # the scaling itself happens in the optimizer's step where it can (seqtune.clipping)
