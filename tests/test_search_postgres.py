@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import assert_clean_error, run_cli
 
 pytest.importorskip("psycopg")
 
@@ -112,6 +113,34 @@ def test_a_postgres_url_without_a_driver_is_one_line(monkeypatch):
     with pytest.raises(SeqtuneError) as err:
         storage_url("postgresql://u:secret@db:5432/x")
     assert str(err.value) == "--storage db:5432/x: PostgreSQL needs a driver; pip install 'seqtune[postgres]'"
+
+
+def test_a_storage_server_that_is_not_there_is_one_line(capsys, tiny_model_dir, toy_csv, tmp_path):
+    port = _free_port()  # nothing listens on it
+    code, _, err = run_cli(capsys, "search", "--train-file", toy_csv, "--model", tiny_model_dir, "--trials", "1",
+                           "--storage", f"postgresql://seqtune:secret@127.0.0.1:{port}/optuna",
+                           "--output", tmp_path / "search")  # fmt: skip
+    err = assert_clean_error(code, err, f"--storage 127.0.0.1:{port}/optuna: cannot open the study (connection failed")
+    assert "check the URL, that the database server is running" in err and "secret" not in err
+
+
+def test_a_user_who_may_not_create_tables_is_one_line(capsys, postgres, tiny_model_dir, toy_csv, tmp_path):
+    """A genuine SQL error (here: no right to create the study's tables) is not retried as if it were two workers
+    creating the tables at once: it is one line with the server's reason."""
+    import psycopg
+
+    admin = postgres.replace("/optuna", "/postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE ROLE reader LOGIN")
+        conn.execute("CREATE DATABASE optuna_ro")
+    with psycopg.connect(postgres.replace("/optuna", "/optuna_ro"), autocommit=True) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL 15's default, made explicit
+    url = postgres.replace("seqtune@", "reader@").replace("/optuna", "/optuna_ro")
+    code, _, err = run_cli(capsys, "search", "--train-file", toy_csv, "--model", tiny_model_dir, "--trials", "1",
+                           "--storage", url, "--output", tmp_path / "search")  # fmt: skip
+    where = url.split("@")[-1]
+    assert_clean_error(code, err, f"--storage {where}: cannot open the study (permission denied for schema public")
+    assert not (tmp_path / "search" / "trials").exists()
 
 
 def test_a_journal_file_holds_a_study_too(tiny_model_dir, toy_csv, tmp_path):

@@ -255,7 +255,8 @@ def _continue_or_replace(cfg: RunConfig, best_dir: Path) -> RunConfig:
 
 def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> Any:
     """Create or load the study. Workers starting together can race to create the storage's tables; the loser
-    retries and then finds them."""
+    retries and then finds them. Any other database error (server down, no such database, no right to create
+    tables) is one line naming the storage, at once."""
     import sqlalchemy.exc
 
     for attempt in range(5):
@@ -269,11 +270,33 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
                 sampler=optuna.samplers.TPESampler(seed=seed),
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+        except sqlalchemy.exc.DBAPIError as exc:
+            if attempt < 4 and _creation_race(exc):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            raise SeqtuneError(
+                f"--storage {url.split('@')[-1]}: cannot open the study ({reason}); check the URL, that the database "
+                "server is running, and that its user may create tables there"
+            ) from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# SQLSTATEs of workers creating the storage's tables at the same moment: duplicate table, duplicate object (an
+# index or type), unique violation (PostgreSQL's catalogue)
+_RACE_STATES = frozenset({"42P07", "42710", "23505"})
+
+
+def _creation_race(exc: Exception) -> bool:
+    """Whether a database error is another worker creating the same tables (or holding SQLite's lock) this moment."""
+    import sqlalchemy.exc
+
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state is not None:
+        return state in _RACE_STATES
+    text = str(orig).lower()
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "database is locked" in text or "already exists" in text
 
 
 def _storage(optuna: Any, url: str) -> Any:
