@@ -49,6 +49,26 @@ def test_bad_space_file_through_the_cli_exits_2(tmp_path, capsys):
     assert load_space(None)["train.lr"]["log"] is True
 
 
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("journal:{tmp}/missing/study.log", "--storage journal:{tmp}/missing/study.log: cannot open the journal file "
+         "(No such file or directory); create its folder or pick another path"),
+        ("sqlite:///{tmp}/missing/study.db", "--storage sqlite:///{tmp}/missing/study.db: cannot open the study "
+         "(unable to open database file); check the URL, that its folder exists and is writable"),
+        ("bogus://x", "--storage bogus://x: not a storage seqtune can open (Can't load plugin: sqlalchemy.dialects:"
+         "bogus); use sqlite:///PATH, postgresql://USER@HOST/DATABASE or journal:PATH"),
+    ],
+)  # fmt: skip
+def test_a_storage_that_cannot_be_opened_is_one_line(storage, message, tiny_model_dir, toy_csv, tmp_path, capsys):
+    from conftest import assert_clean_error, run_cli
+
+    code, _, err = run_cli(capsys, "search", "--train-file", toy_csv, "--model", tiny_model_dir, "--trials", "1",
+                           "--storage", storage.format(tmp=tmp_path), "--output", tmp_path / "search")  # fmt: skip
+    assert_clean_error(code, err, message.format(tmp=tmp_path))
+    assert not (tmp_path / "search" / "trials").exists() and not (tmp_path / "missing").exists()
+
+
 def test_seed_summary_mean_std_and_bootstrap():
     summary = seed_summary([{"acc": 0.80}, {"acc": 0.84}, {"acc": 0.82}])
     acc = summary["acc"]

@@ -259,6 +259,7 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
     tables) is one line naming the storage, at once."""
     import sqlalchemy.exc
 
+    where = url.split("@")[-1]  # never the user or password
     for attempt in range(5):
         try:
             storage = _storage(optuna, url)
@@ -274,12 +275,21 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
             if attempt < 4 and _creation_race(exc):
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
-            raise SeqtuneError(
-                f"--storage {url.split('@')[-1]}: cannot open the study ({reason}); check the URL, that the database "
-                "server is running, and that its user may create tables there"
-            ) from None
+            fix = ("that its folder exists and is writable" if url.startswith("sqlite") else
+                   "that the database server is running, and that its user may create tables there")  # fmt: skip
+            raise SeqtuneError(f"--storage {where}: cannot open the study ({_first_line(exc.orig)}); check the URL, "
+                               f"{fix}") from None  # fmt: skip
+        except sqlalchemy.exc.ArgumentError as exc:  # an unknown scheme or a malformed URL
+            raise SeqtuneError(f"--storage {where}: not a storage seqtune can open ({_first_line(exc)}); use "
+                               "sqlite:///PATH, postgresql://USER@HOST/DATABASE or journal:PATH") from None  # fmt: skip
+        except OSError as exc:  # a journal file in a folder that is not there, or not writable
+            raise SeqtuneError(f"--storage {where}: cannot open the journal file ({exc.strerror or exc}); create its "
+                               "folder or pick another path") from None  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 # SQLSTATEs of workers creating the storage's tables at the same moment: duplicate table, duplicate object (an
