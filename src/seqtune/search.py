@@ -283,6 +283,8 @@ def _open_study(optuna: Any, url: str, name: str, direction: str, seed: int) -> 
             raise SeqtuneError(f"--storage {where}: not a storage seqtune can open ({_first_line(exc)}); use "
                                "sqlite:///PATH, postgresql://USER@HOST/DATABASE or journal:PATH") from None  # fmt: skip
         except OSError as exc:  # a journal file in a folder that is not there, or not writable
+            if not url.startswith("journal:"):
+                raise
             raise SeqtuneError(f"--storage {where}: cannot open the journal file ({exc.strerror or exc}); create its "
                                "folder or pick another path") from None  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover
