@@ -97,6 +97,9 @@ RECIPES: dict[str, list[str]] = {
     "no-ls": ["train.label_smoothing=0.0"],
     # longer training where every seed's best evaluation was the last of 3 (STS-B, MRPC with both orders)
     "epochs5": ["train.epochs=5"],
+    # freeze-and-cache (top 3 layers, their automatic rate) with and without both orders of each pair in the cache
+    "top3": ["train.train_layers=3"],
+    "top3-swap": ["train.train_layers=3", "data.swap_pairs=true"],
 }
 
 

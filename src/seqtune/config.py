@@ -299,8 +299,6 @@ class RunConfig:
         if isinstance(reinit, int) and isinstance(trained_top, int) and reinit > trained_top > 0:
             problems.append(f"--reinit-layers {reinit} with --train-layers {trained_top} would leave fresh layers "
                             f"frozen at random weights; use --reinit-layers {trained_top} or fewer")  # fmt: skip
-        if self.data.swap_pairs and self.train.train_layers:
-            problems.append("--swap-pairs with --train-layers: the cache holds each pair in one order; drop one")
         if self.data.swap_pairs and self.data.long_inputs == "windows":
             problems.append("--swap-pairs with --long-inputs windows: windows follow one order; drop one")
         return problems

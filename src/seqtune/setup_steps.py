@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup, set_seed
 
 from seqtune import checkpoint as ckpt
@@ -361,7 +361,8 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
     if t.train_layers:  # after the resumed weights are in: the cache is computed from the frozen bottom's own
         with world.accelerator.main_process_first():  # one process computes the cache, the others read it
             folder = run_dir / runfolder.CHECKPOINTS / runfolder.FEATURE_CACHE
-            features = build_cache(unwrapped, train_ds, collator, t.train_layers, folder, device, precision)
+            cached = train_ds if SWAPPED not in encoded else concatenate_datasets([train_ds, encoded[SWAPPED]])
+            features = build_cache(unwrapped, cached, collator, t.train_layers, folder, device, precision)
         state.train_seconds += features.build_seconds
     ctx = RunContext(
         cfg=cfg,
