@@ -61,7 +61,7 @@ def test_auto_is_on_for_glue_paraphrase_tasks_only():
     assert not resolved(task="stsb")  # symmetric too, but it did not gain there
     assert not resolved(task="rte") and not resolved(task="mnli") and not resolved(task="cola")
     assert not resolved("data.swap_pairs=false")
-    assert not resolved("train.train_layers=2")  # the cache holds one order
+    assert not resolved("train.train_layers=2")  # it gained nothing on the top layers alone
     assert resolved("data.swap_pairs=true", task="rte")  # a user who knows their pairs are symmetric
     own = TaskSpec(name="custom", text_columns=("a", "b"), label_names=("no", "yes"))  # a user's own pairs
     assert not swap_pairs(load_config(None, ["data.train_file=own.csv", "data.text_pair_column=b"]), own)
