@@ -100,6 +100,8 @@ RECIPES: dict[str, list[str]] = {
     # freeze-and-cache (top 3 layers, their automatic rate) with and without both orders of each pair in the cache
     "top3": ["train.train_layers=3"],
     "top3-swap": ["train.train_layers=3", "data.swap_pairs=true"],
+    # every dropout off (a step without dropout's masks is faster): does accuracy hold?
+    "dropout0": ["model.dropout=0"],
 }
 
 
