@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from seqtune import load_config
+    from seqtune.metrics import compute_metrics
     from seqtune.precision import cpu_flags
-    from seqtune.predict import evaluate_file, load_run
+    from seqtune.predict import labeled_logits, load_run
     from seqtune.run_metrics import read_run_metrics
     from seqtune.seeds import train_seeds
 
@@ -65,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = out if name == "ensemble" else out / name
         run = load_run(folder)
         started = time.perf_counter()
-        scored[name] = {"test": evaluate_file(run, args.test_file), "predict_seconds": time.perf_counter() - started}
+        logits, target = labeled_logits(run, args.test_file)  # one prediction of the test file per model
+        seconds = time.perf_counter() - started
+        scored[name] = {"test": compute_metrics(run.task, logits, target), "predict_seconds": seconds}
         if args.out_of_scope:
-            scored[name]["test"] |= scope_scores(run, args.test_file, args.label_column, args.out_of_scope)
+            scored[name]["test"] |= scope_scores(run.task.label_names, logits, target, args.out_of_scope)
         if name != "ensemble":
             scored[name]["train_seconds"] = read_run_metrics(folder).train_seconds
     members = [scored[m] for m in record["ensemble"]["members"]]
@@ -106,17 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def scope_scores(run, test_file: str, label_column: str, out_of_scope: str) -> dict[str, float]:
+def scope_scores(label_names, logits, target, out_of_scope: str) -> dict[str, float]:
     """Accuracy on the rows whose gold label is not ``out_of_scope`` (a row predicted out of scope counts as wrong)
-    and the recall of ``out_of_scope``."""
-    import pandas as pd
-
-    from seqtune.predict import predict
-
-    frame = pd.read_csv(test_file)
-    text_column = next(c for c in frame.columns if c != label_column)
-    gold = frame[label_column].astype(str).tolist()
-    pred = [r["label"] for r in predict(run, frame[text_column].astype(str).tolist())]
+    and the recall of ``out_of_scope``, from a multi-class run's logits and the gold label ids."""
+    gold = [label_names[i] for i in target]
+    pred = [label_names[i] for i in logits.argmax(-1)]
     inside = [g != out_of_scope for g in gold]
     hits = [g == p for g, p in zip(gold, pred, strict=True)]
     n_in = sum(inside)

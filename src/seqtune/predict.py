@@ -157,6 +157,16 @@ def evaluate_file(
         >>> evaluate_file("runs/tickets", "tickets-2025.csv")["accuracy"]  # doctest: +SKIP
     """
     loaded = _as_run(run)
+    logits, target = labeled_logits(loaded, input_path, max_eval_samples)
+    return compute_metrics(loaded.task, logits, target)
+
+
+def labeled_logits(
+    run: str | Path | LoadedRun, input_path: str | Path, max_eval_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A run's logits on a labeled file with the run's columns, and the file's targets (label ids; multi-hot rows
+    for multi-label runs): what `evaluate_file` scores, for callers that also score the predictions their own way."""
+    loaded = _as_run(run)
     task, data = loaded.task, loaded.cfg.data
     own = loaded.cfg.task is None
     label_col = data.label_column if own else "label"
@@ -168,7 +178,7 @@ def evaluate_file(
         ds = ds.select(range(min(max_eval_samples, len(ds))))
     labels = ds["label"]
     target = multi_hot(labels, task.num_labels) if task.is_multi_label else np.asarray(labels)
-    return compute_metrics(task, logits_for(loaded, ds), target)
+    return logits_for(loaded, ds), target
 
 
 def glue_submission(run: str | Path | LoadedRun, out_dir: str | Path, data_dir: str | None = None) -> list[Path]:
