@@ -102,6 +102,9 @@ RECIPES: dict[str, list[str]] = {
     "top3-swap": ["train.train_layers=3", "data.swap_pairs=true"],
     # every dropout off (a step without dropout's masks is faster): does accuracy hold?
     "dropout0": ["model.dropout=0"],
+    # the same pair on an AVX2-only AMD EPYC (fp32), 2026-12-07: the defaults then kept the checkpoint's dropout (0.1)
+    "defaults-avx2": ["model.dropout=0.1"],
+    "dropout0-avx2": ["model.dropout=0"],
 }
 
 

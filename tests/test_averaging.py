@@ -87,7 +87,7 @@ def test_the_run_folder_holds_the_average_that_was_scored(tiny_model_dir, tmp_pa
 
 
 def test_a_resumed_ema_run_continues_the_average_exactly(tiny_dropout_model_dir, toy_csv, tmp_path):
-    common = ("train.batch_size=8", "train.epochs=2", "train.eval_every=4", "train.ema=0.8")
+    common = ("train.batch_size=8", "train.epochs=2", "train.eval_every=4", "train.ema=0.8", "model.dropout=0.1")
     runs = {name: _cfg(tiny_dropout_model_dir, tmp_path / name, toy_csv, *common) for name in ("full", "resumed")}
     train(runs["full"], stop_after_steps=7)  # step 7's checkpoint, the average of 7 steps in one go
     assert not train(runs["resumed"], stop_after_steps=5).completed

@@ -1,4 +1,5 @@
-"""Other encoders than BERT: RoBERTa-type position limits, and --dropout reaching every dropout of each architecture."""
+"""Other encoders than BERT: RoBERTa-type position limits, and --dropout reaching every dropout of each architecture
+(and its automatic value)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,26 @@ def test_dropout_zero_reaches_every_dropout(model_type, tmp_path):
     config = model.config.to_dict()
     left = {k: v for k, v in config.items() if "dropout" in k and isinstance(v, float) and v > 0}
     assert not left, left
+
+
+@pytest.mark.parametrize(
+    "flags, want",
+    [([], 0.0),  # auto: off where every weight of a pretrained encoder trains
+     (["--dropout", "0.2"], 0.2),
+     (["--train-layers", "1"], 0.1)],  # only the top trains: the checkpoint's own
+)  # fmt: skip
+def test_dropout_is_off_by_default_only_where_every_weight_trains(
+    flags, want, tiny_dropout_model_dir, toy_csv, tmp_path, capsys
+):
+    from seqtune.config import load_config
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--train-file", toy_csv, "--model", tiny_dropout_model_dir,
+                           "--max-length", "32", "--epochs", "1", *flags, "--output", out, "--quiet")  # fmt: skip
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == want
+    assert load_config(out / "config.yaml").model.dropout == (want if "--dropout" in flags else None)  # auto stays auto
 
 
 def test_roberta_type_positions_start_after_padding(tmp_path, capsys):

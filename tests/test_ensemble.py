@@ -25,7 +25,7 @@ def ensemble_run(tiny_dropout_model_dir, tmp_path_factory) -> Path:
     csv = write_csv(tmp / "toy.csv", make_rows(80))
     code = main(["train", "--model", str(tiny_dropout_model_dir), "--train-file", str(csv), "--output",
                  str(tmp / "ens"), "--seeds", "2", "--ensemble", "--epochs", "2", "--lr", "1e-3", "--quiet",
-                 "--precision", "fp32", "model.max_length=32"])  # fmt: skip
+                 "--precision", "fp32", "--dropout", "0.1", "model.max_length=32"])  # fmt: skip
     assert code == 0
     return tmp / "ens"
 

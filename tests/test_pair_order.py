@@ -76,7 +76,8 @@ def test_own_pairs_are_swapped_only_when_asked(pair_csv):
 
 
 def test_resume_with_swapped_pairs_matches_an_uninterrupted_run(tiny_dropout_model_dir, pair_csv, tmp_path):
-    common = ("data.swap_pairs=true", "train.batch_size=8", "train.epochs=2", "train.eval_every=4", "train.lr=1e-3")
+    common = ("data.swap_pairs=true", "train.batch_size=8", "train.epochs=2", "train.eval_every=4", "train.lr=1e-3",
+              "model.dropout=0.1")  # fmt: skip
     full = train(_cfg(tiny_dropout_model_dir, tmp_path / "full", pair_csv, *common))
     part = train(_cfg(tiny_dropout_model_dir, tmp_path / "resumed", pair_csv, *common), stop_after_steps=5)
     assert full.completed and not part.completed

@@ -80,6 +80,7 @@ def test_resume_matches_uninterrupted_run(tiny_dropout_model_dir, toy_csv, tmp_p
         "train.epochs=2",
         "train.eval_every=4",
         "train.lr=1e-3",
+        "model.dropout=0.1",  # the checkpoint's own: auto turns it off
         *(["train.freeze_embeddings=true"] if frozen else []),
     )
     full = train(_cfg(tiny_dropout_model_dir, tmp_path / "full", *common))
@@ -433,7 +434,7 @@ def test_checkpoints_on_the_clock_and_on_steps_between_evaluations(tiny_dropout_
     from seqtune import checkpoint as ckpt
 
     common = (f"data.train_file={toy_csv}", "train.batch_size=8", "train.epochs=2", "train.lr=1e-3",
-              "train.keep_checkpoints=20", "train.save_every_minutes=null")  # fmt: skip
+              "train.keep_checkpoints=20", "train.save_every_minutes=null", "model.dropout=0.1")  # fmt: skip
     full = train(_cfg(tiny_dropout_model_dir, tmp_path / "full", *common))
     clock = train(_cfg(tiny_dropout_model_dir, tmp_path / "clock", *common, "train.save_every_minutes=1e-9"),
                   stop_after_steps=4)  # fmt: skip

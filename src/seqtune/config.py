@@ -40,8 +40,10 @@ class ModelConfig:
     max_length: int | None = _flag("--max-length", None)
     """Truncate inputs to this many tokens; ``None`` = the model's own limit."""
     dropout: float | None = _flag("--dropout", None)
-    """Set every dropout probability of the model (hidden, attention, head) to this; ``0`` turns dropout off, which
-    skips drawing random masks every step. ``None`` keeps the model's own (0.1 for BERT-style models)."""
+    """Set every dropout probability of the model (hidden, attention, head) to this; ``0`` turns dropout off.
+    ``None`` (auto): 0 when every weight of a pretrained encoder trains (measured: CoLA +2.6 Matthews on carved
+    validation, other tasks within noise; `seqtune.recipe.dropout`), else the model's own (0.1 for BERT-style
+    models). ``--dropout 0.1`` brings BERT's back."""
     prior_init: bool | None = None
     """Start a new classification head's output bias at the training labels' distribution (log class frequencies;
     per-label log-odds for multi-label; the mean target for regression, where the head then also trains in units of

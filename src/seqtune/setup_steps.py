@@ -46,7 +46,7 @@ from seqtune.pair_order import SWAPPED, swap_pairs, with_swapped
 from seqtune.param_groups import param_groups, reinit_top_layers
 from seqtune.precision import resolve_precision
 from seqtune.progress import Reporter
-from seqtune.recipe import auto_epochs, auto_lr, prior_init, reinit_layers
+from seqtune.recipe import auto_epochs, auto_lr, dropout, prior_init, reinit_layers
 from seqtune.state import LoopState
 from seqtune.tasks import TaskSpec, get_task
 from seqtune.tracking import Tracker
@@ -314,7 +314,7 @@ def setup(cfg: RunConfig) -> tuple[RunContext, LoopState]:
         seed=cfg.seed,
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
-        dropout=cfg.model.dropout,
+        dropout=dropout(cfg),
         label_prior=train_labels if prior else None,
         pooling=cfg.model.pooling,
     )
